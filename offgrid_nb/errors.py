@@ -1,0 +1,94 @@
+"""One exception hierarchy for every front end.
+
+Each error carries a one-line ``message`` (what happened) and an optional ``hint`` (what to do).
+The CLI prints ``error: <message>`` plus the hint and exits non-zero; the server maps
+``http_status`` to a JSON error; widgets show the text in the panel.
+"""
+
+from __future__ import annotations
+
+
+class OffgridError(Exception):
+    """Base class of every error offgrid_nb raises on purpose."""
+
+    http_status: int = 400
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class InvalidArgumentError(OffgridError, ValueError):
+    """An argument or option has a value we cannot use."""
+
+
+class NotFoundError(OffgridError, LookupError):
+    """A repository, file or local model does not exist."""
+
+    http_status = 404
+
+
+class AmbiguousError(OffgridError, LookupError):
+    """A name matches several things; ``candidates`` lists them."""
+
+    http_status = 409
+
+    def __init__(self, message: str, *, candidates: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.candidates = candidates
+
+
+class GatedRepoError(OffgridError, PermissionError):
+    """The repository is gated or private and we have no access."""
+
+    http_status = 403
+
+
+class OfflineError(OffgridError, ConnectionError):
+    """Offline mode is on (``HF_HUB_OFFLINE=1``) and the call needs the Hub."""
+
+    http_status = 503
+
+
+class HubUnavailableError(OffgridError, ConnectionError):
+    """The Hub could not be reached, timed out, or kept failing with 5xx."""
+
+    http_status = 502
+
+
+class DownloadError(OffgridError, ConnectionError):
+    """A download kept failing after bounded retries; its partial file is kept for resuming."""
+
+    http_status = 502
+
+
+class ChecksumMismatchError(OffgridError):
+    """A file's bytes do not hash to the sha256 the Hub (or the model's manifest) lists."""
+
+    http_status = 502
+
+
+class DiskSpaceError(OffgridError, OSError):
+    """Not enough free disk space for a download; the message names needed and free sizes."""
+
+    http_status = 507
+
+
+class AlreadyDownloadingError(OffgridError):
+    """Another process or thread is downloading the same file right now."""
+
+    http_status = 409
+
+
+class DownloadCancelledError(OffgridError):
+    """A download was cancelled on request; its partial file is kept for resuming."""
+
+    http_status = 409
+
+
+class UnsafePathError(InvalidArgumentError):
+    """A remote file name would land outside the models folder (absolute, ``..``, backslash)."""

@@ -1,0 +1,143 @@
+"""Tiny llama-architecture GGUF models with random weights, made on the spot.
+
+They load in llama.cpp and chat (gibberish), which is all the demo, the tests and the
+benchmarks need: the pipeline is exercised without downloading a single weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+_SPECIAL = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+_PIECES = [
+    "\u2581the", "\u2581a", "\u2581to", "\u2581and", "\u2581of", "\u2581is", "\u2581you",
+    "\u2581hello", "\u2581model", "\u2581local", "\u2581chat", "e", "t", "a", "o", "n", "s",
+    "\u2581", "er", "in", "on", "an", "re", "\u2581I", "\u2581it", "\u2581in", "\u2581that",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Shape of a generated model. Defaults give a ~6 MB F32 file that K-quants can shrink."""
+
+    n_layers: int = 2
+    n_embd: int = 256
+    n_ff: int = 512
+    n_head: int = 4
+    n_head_kv: int = 2
+    n_ctx: int = 2048
+    extra_vocab: int = 0
+    name: str = "tiny-llama"
+    seed: int = 0
+
+
+def _vocab(extra: int) -> tuple[list[str], list[int], list[float]]:
+    bytes_ = [f"<0x{i:02X}>" for i in range(256)]
+    extras = [f"\u2581tok{i}" for i in range(extra)]
+    tokens = _SPECIAL + bytes_ + _PIECES + extras
+    control = gguf.TokenType.CONTROL
+    types = [gguf.TokenType.UNKNOWN] + [control] * (len(_SPECIAL) - 1)
+    types += [gguf.TokenType.BYTE] * 256 + [gguf.TokenType.NORMAL] * (len(_PIECES) + extra)
+    scores = [0.0] * (len(_SPECIAL) + 256) + [-float(i) for i in range(len(_PIECES) + extra)]
+    return tokens, [int(t) for t in types], scores
+
+
+def write_tiny_model(path: str | Path, spec: TinyModelSpec | None = None) -> Path:
+    """Write a random-weight llama GGUF (all tensors F32) to ``path`` and return it.
+
+    Args:
+        path: where to write the ``.gguf`` file (parent folders are created).
+        spec: the model's shape; :class:`TinyModelSpec` defaults when omitted.
+
+    Returns:
+        The path written.
+    """
+    spec = spec or TinyModelSpec()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(spec.seed)
+    tokens, types, scores = _vocab(spec.extra_vocab)
+    head_dim = spec.n_embd // spec.n_head
+    n_embd_kv = head_dim * spec.n_head_kv
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(spec.name)
+    writer.add_file_type(int(gguf.LlamaFileType.ALL_F32))
+    writer.add_context_length(spec.n_ctx)
+    writer.add_embedding_length(spec.n_embd)
+    writer.add_block_count(spec.n_layers)
+    writer.add_feed_forward_length(spec.n_ff)
+    writer.add_head_count(spec.n_head)
+    writer.add_head_count_kv(spec.n_head_kv)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_scores(scores)
+    writer.add_unk_token_id(0)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(4)  # <|im_end|>, so a ChatML reply can end
+    writer.add_add_bos_token(True)
+    writer.add_chat_template(CHATML_TEMPLATE)
+
+    def weight(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    def norm() -> np.ndarray:
+        return np.ones(spec.n_embd, dtype=np.float32)
+
+    writer.add_tensor("token_embd.weight", weight(len(tokens), spec.n_embd))
+    writer.add_tensor("output_norm.weight", norm())
+    writer.add_tensor("output.weight", weight(len(tokens), spec.n_embd))
+    for i in range(spec.n_layers):
+        blk = f"blk.{i}"
+        writer.add_tensor(f"{blk}.attn_norm.weight", norm())
+        writer.add_tensor(f"{blk}.attn_q.weight", weight(spec.n_embd, spec.n_embd))
+        writer.add_tensor(f"{blk}.attn_k.weight", weight(n_embd_kv, spec.n_embd))
+        writer.add_tensor(f"{blk}.attn_v.weight", weight(n_embd_kv, spec.n_embd))
+        writer.add_tensor(f"{blk}.attn_output.weight", weight(spec.n_embd, spec.n_embd))
+        writer.add_tensor(f"{blk}.ffn_norm.weight", norm())
+        writer.add_tensor(f"{blk}.ffn_gate.weight", weight(spec.n_ff, spec.n_embd))
+        writer.add_tensor(f"{blk}.ffn_up.weight", weight(spec.n_ff, spec.n_embd))
+        writer.add_tensor(f"{blk}.ffn_down.weight", weight(spec.n_embd, spec.n_ff))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def quantize(source: str | Path, target: str | Path, quant: str) -> Path:
+    """Quantize a GGUF file with llama.cpp (``quant`` such as ``Q4_K_M`` or ``Q8_0``).
+
+    Raises:
+        ValueError: llama.cpp knows no such file type, or quantization failed.
+    """
+    from .llama_backend import llama_cpp as load_llama_cpp
+
+    llama_cpp = load_llama_cpp()
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}", None)
+    if ftype is None:
+        raise ValueError(f"llama.cpp cannot quantize to {quant!r}")
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    status = llama_cpp.llama_model_quantize(
+        str(source).encode(), str(target).encode(), llama_cpp.byref(params)
+    )
+    if status != 0:
+        raise ValueError(f"quantizing {source} to {quant} failed (llama.cpp status {status})")
+    return target
