@@ -8,13 +8,19 @@ and its hint on stderr and exits 1; a bad flag exits 2 (argparse); Ctrl+C exits 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import OffgridError
+from .errors import AmbiguousError, ChecksumMismatchError, NotFoundError, OffgridError
 from .sizes import parse_size
+
+if TYPE_CHECKING:
+    from .gguf_info import GGUFInfo
+    from .hub import Variant
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -56,11 +62,229 @@ def cmd_search(args: argparse.Namespace) -> int:
         include_gated=args.all,
         min_downloads=args.min_downloads,
         max_size=args.max_size,
+        ram_gb=args.ram,
+        fits_only=args.ram is not None,
     )
     if args.json:
         print(to_json(df.drop(columns=["variants"]), total=df.attrs["total"]))
     else:
+        if args.ram is not None:
+            print(f"Models that fit in {args.ram:g} GB at 4096 tokens of context; each repo's")
+            print("recommended file is its best quantization that fits.\n")
         print(search_blocks(df))
+    return 0
+
+
+def _inspect_text(repo: str, filename: str, info: GGUFInfo) -> list[str]:
+    """The header summary of ``offgrid inspect``."""
+    from .sizes import format_size
+
+    def number(value: int | None, unit: str = "") -> str:
+        return "?" if value is None else f"{value:,}{unit}"
+
+    count = info.parameter_count
+    params = f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.1f}M"
+    if info.split_count > 1:
+        params += f" in this shard of {info.split_count}"
+    template = (info.chat_template or "none").strip().splitlines()[0]
+    return [
+        f"{info.name or filename}  ({repo} / {filename})",
+        f"  architecture   {info.architecture or '?'}",
+        f"  parameters     {params}",
+        f"  context        {number(info.context_length, ' tokens')} (trained)",
+        f"  layers         {number(info.n_layers)}",
+        f"  embedding      {number(info.n_embd)}",
+        f"  heads          {number(info.n_head)} attention, {number(info.n_head_kv)} key/value"
+        f" (head size {number(info.head_dim)})",
+        f"  feed-forward   {number(info.n_ff)}",
+        f"  vocabulary     {number(info.vocab_size, ' tokens')}"
+        f" (tokenizer: {info.tokenizer_model or '?'})",
+        f"  quantization   {info.quant or '?'}",
+        f"  tensor data    {format_size(info.tensor_data_size)} in {info.tensor_count} tensors"
+        f" (header {format_size(info.header_size)}, file {format_size(info.file_size)})",
+        f"  chat template  {template[:70] + ('...' if len(template) > 70 else '')}",
+    ]
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """``offgrid inspect REPO FILE``: a remote GGUF header and the memory the model needs."""
+    import json
+    from dataclasses import asdict
+
+    from .errors import UnsupportedModelError
+    from .fit import available_memory, estimate_memory, fit_verdict
+    from .gguf_info import inspect_gguf
+    from .sizes import format_size
+
+    available = available_memory(args.ram)
+    info = inspect_gguf(args.repo, args.file)
+    try:
+        estimate = estimate_memory(info, args.ctx, args.kv_type)
+    except UnsupportedModelError as exc:
+        estimate, reason = None, exc.message
+    verdict = fit_verdict(estimate.total_bytes, available) if estimate else None
+    if args.json:
+        data = {"info": info.to_dict(), "estimate": asdict(estimate) if estimate else None}
+        print(json.dumps({**data, "available_bytes": available, "fits": verdict}, indent=2))
+        return 0
+    lines = _inspect_text(args.repo, args.file, info)
+    if estimate is None:
+        lines.append(f"  memory         unknown: {reason}")
+    else:
+        lines += [
+            f"  memory         {format_size(estimate.total_bytes)} at {estimate.n_ctx:,} tokens"
+            f" = weights {format_size(estimate.weights_bytes)}"
+            f" + KV cache {format_size(estimate.kv_cache_bytes)} ({estimate.kv_type})"
+            f" + compute {format_size(estimate.compute_bytes)}",
+            f"  verdict        {verdict} ({format_size(available)} available;"
+            " fits: up to 80%, tight: up to 100%)",
+        ]
+    print("\n".join(lines))
+    return 0
+
+
+def _menu(options: list[Variant], recommended: Variant) -> Variant:
+    """A numbered menu on the terminal; Enter takes the recommended variant."""
+    from .sizes import format_size
+
+    options = [recommended] + [v for v in options if v != recommended]
+    for i, variant in enumerate(options, start=1):
+        note = "  (recommended)" if variant == recommended else ""
+        size = format_size(variant.size)
+        print(f"  {i}. {variant.filename}  {variant.quant or '?'}  {size}{note}")
+    while True:
+        answer = input(f"Choose a file [1-{len(options)}, Enter = 1]: ").strip() or "1"
+        if answer.isdigit() and 1 <= int(answer) <= len(options):
+            return options[int(answer) - 1]
+        print(f"Please type a number from 1 to {len(options)}.")
+
+
+def _pick_variant(args: argparse.Namespace) -> Variant:
+    """The variant to download: as told, recommended (``-y``, no terminal), or from a menu."""
+    from .download import select_variant
+    from .hub import variants
+
+    interactive = sys.stdin.isatty() and not args.yes
+    try:
+        chosen = select_variant(args.repo, args.file, quant=args.quant)
+    except AmbiguousError as exc:
+        if not (interactive or args.yes):
+            raise
+        found = {v.filename: v for v in variants(args.repo)}
+        options = [found[name] for name in exc.candidates]
+        return options[0] if args.yes else _menu(options, options[0])
+    if args.file or args.quant or not interactive:
+        return chosen
+    return _menu(variants(args.repo), chosen)
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """``offgrid download-hf REPO``: resumable, verified download into the models folder."""
+    from .download import download
+    from .render import ProgressPrinter
+
+    variant = _pick_variant(args)
+    print(f"Downloading {args.repo} / {variant.filename}")
+    path = download(args.repo, variant.filename, progress=ProgressPrinter(sys.stdout))
+    print(f"Model saved to: {path}")
+    print(f"Run with: offgrid run {path.name.removesuffix('.gguf')}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """``offgrid list``: the local models."""
+    from .library import list_models
+    from .render import models_table
+
+    print(models_table(list_models()))
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    """``offgrid rm NAME``: delete a local model (all shards and its manifest)."""
+    from .library import remove_model
+
+    removed = remove_model(args.name)
+    shards = [path.name for path in removed if path.suffix == ".gguf"]
+    more = f" and {len(shards) - 1} more shards" if len(shards) > 1 else ""
+    print(f"Removed {shards[0]}{more}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``offgrid verify [NAME]``: re-hash local models against their manifests."""
+    from .library import list_models, verify_model
+
+    names = [args.name] if args.name else list(list_models()["name"])
+    failed = 0
+    for name in names:
+        try:
+            checked = verify_model(name)
+        except ChecksumMismatchError as exc:
+            failed += 1
+            print(f"FAILED  {name}: {exc.message}")
+            continue
+        print(f"{'OK' if checked else 'SKIPPED (no manifest)':<8}{name}")
+    return 1 if failed else 0
+
+
+def _resolve_or_offer(name: str) -> str:
+    """A local model name, or (for a catalog alias on a terminal) download it first."""
+    from .catalog import lookup
+    from .library import resolve_model
+
+    try:
+        return str(resolve_model(name))
+    except NotFoundError as exc:
+        entry = lookup(name)
+        if entry is None:
+            raise
+        command = f"offgrid download-hf {entry.repo_id} --file {entry.filename}"
+        if not sys.stdin.isatty():
+            raise NotFoundError(exc.message, hint=f"get it with: {command}") from None
+        answer = input(f"{name} is not downloaded. Download {entry.repo_id}? [Y/n] ")
+        if answer.strip().lower() not in ("", "y", "yes"):
+            raise NotFoundError(exc.message, hint=f"get it with: {command}") from None
+    from .download import download
+    from .render import ProgressPrinter
+
+    return str(download(entry.repo_id, entry.filename, progress=ProgressPrinter(sys.stdout)))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``offgrid run MODEL``: an interactive chat in the terminal."""
+    from .chat import Chat
+    from .repl import run_session
+
+    chat = Chat(
+        _resolve_or_offer(args.model),
+        system=args.system,
+        n_ctx=args.ctx,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+    )
+    return run_session(chat, args.model, stdin=sys.stdin, stdout=sys.stdout)
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """``offgrid benchmark MODEL``: llama-bench-style figures as a table, JSON or CSV."""
+    from .bench import benchmark
+    from .render import benchmark_table
+
+    result = benchmark(
+        args.model,
+        prompt_tokens=args.prompt_tokens,
+        output_tokens=args.output_tokens,
+        iterations=args.iterations,
+        n_threads=args.threads,
+        n_ctx=args.ctx,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif args.csv:
+        result.to_frame().to_csv(sys.stdout, index=False)
+    else:
+        print(benchmark_table(result))
     return 0
 
 
@@ -69,6 +293,14 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     from .mirror import serve
 
     serve(args.dir, host=args.host, port=args.port, latency_ms=args.latency_ms)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``offgrid serve``: the REST API (``/v1/...``) as a standalone server."""
+    from .server.standalone import serve
+
+    serve(host=args.host, port=args.port, token=args.token)
     return 0
 
 
@@ -104,8 +336,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="include gated repos")
     p.add_argument("--min-downloads", type=_non_negative_int, default=0, metavar="N")
     p.add_argument("--max-size", type=_size_arg, metavar="SIZE", help="e.g. 4GB or 500MB")
+    p.add_argument(
+        "--ram", type=float, metavar="GB", help="only models that fit in this much memory"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_search)
+
+    p = sub.add_parser("inspect", help="read a GGUF header on the Hub; estimate memory and fit")
+    p.add_argument("repo", help="owner/name on the Hub")
+    p.add_argument("file", help="the GGUF file in the repo")
+    p.add_argument("--ctx", type=_positive_int, help="context in tokens (default: model's, <=4096)")
+    p.add_argument("--kv-type", default="f16", help="KV cache type: f16 (default), q8_0, q4_0...")
+    p.add_argument("--ram", type=float, metavar="GB", help="memory to fit in (default: available)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_inspect)
+
+    p = sub.add_parser("download-hf", help="download a GGUF model from the Hub (resumable)")
+    p.add_argument("repo", help="owner/name on the Hub")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("-f", "--file", help="exact file in the repo")
+    which.add_argument("-q", "--quant", help="quantization, e.g. Q4_K_M")
+    p.add_argument("-y", "--yes", action="store_true", help="take the recommended file, no menu")
+    p.set_defaults(handler=cmd_download)
+
+    p = sub.add_parser("run", help="chat with a local model in the terminal")
+    p.add_argument("model", help="model name (see offgrid list), path, or catalog alias")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--ctx", type=_positive_int, help="context window in tokens")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--max-tokens", type=_positive_int, default=512)
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("benchmark", help="measure prompt and generation speed of a local model")
+    p.add_argument("model", help="model name (see offgrid list) or path")
+    p.add_argument("--prompt-tokens", type=_positive_int, default=512, metavar="N")
+    p.add_argument("--output-tokens", type=_positive_int, default=128, metavar="N")
+    p.add_argument("--iterations", type=_positive_int, default=3, metavar="N")
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="default: physical cores")
+    p.add_argument("--ctx", type=_positive_int, metavar="N", help="context to allocate")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the JSON result")
+    output.add_argument("--csv", action="store_true", help="print one CSV row per iteration")
+    p.set_defaults(handler=cmd_benchmark)
+
+    p = sub.add_parser("list", help="list local models")
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("rm", help="delete a local model")
+    p.add_argument("name", help="model name (see offgrid list)")
+    p.set_defaults(handler=cmd_rm)
+
+    p = sub.add_parser("verify", help="re-hash local models against their sha256")
+    p.add_argument("name", nargs="?", help="one model (default: all)")
+    p.set_defaults(handler=cmd_verify)
 
     p = sub.add_parser("mirror", help="serve a models folder as a read-only Hub mirror")
     p.add_argument("dir", help="folder laid out as <org>/<repo>/<files>")
@@ -113,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_positive_int, default=8080)
     p.add_argument("--latency-ms", type=float, default=0.0, help="simulate a slow link")
     p.set_defaults(handler=cmd_mirror)
+
+    p = sub.add_parser("serve", help="serve the REST API (OpenAI-compatible chat) on /v1")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
+    p.add_argument("--port", type=_non_negative_int, default=11611, help="0 picks a free port")
+    p.add_argument("--token", help="require the header Authorization: Bearer TOKEN")
+    p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("demo", help="run search -> download -> chat -> benchmark offline")
     p.add_argument("--keep", action="store_true", help="keep the demo's temporary folder")

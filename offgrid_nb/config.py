@@ -38,6 +38,7 @@ class Settings:
     hub_workers: int = 20  # per-repo calls in flight; 20 fills a default search page at once
     hub_timeout: float = 10.0
     hub_retries: int = 3
+    max_ctx: int = 4096  # default context cap: a model's own (often 128k) would exhaust RAM
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced (``None`` values are ignored)."""
@@ -79,4 +80,6 @@ def get_settings(**overrides: object) -> Settings:
         offline=_env_flag("HF_HUB_OFFLINE") or hf_constants.HF_HUB_OFFLINE,
         cache_dir=Path(cache_dir).expanduser(),
     )
+    if env.get("OFFGRID_MAX_CTX", "").isdigit():
+        settings = replace(settings, max_ctx=int(env["OFFGRID_MAX_CTX"]))
     return settings.with_overrides(**{**_overrides, **overrides})

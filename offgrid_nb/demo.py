@@ -8,14 +8,20 @@ loopback, and goes through the public API exactly as a user would: search -> dow
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+from .bench import benchmark
+from .chat import Chat
 from .config import settings_override
+from .download import download
+from .engine import unload_model
 from .hub import search
 from .mirror import MirrorServer
-from .render import search_blocks
+from .render import ProgressPrinter, benchmark_table, search_blocks
 from .synthetic import quantize, write_tiny_model
 
 DEMO_REPO = "offgrid-demo/Tiny-Llama-Chat-GGUF"
@@ -50,11 +56,24 @@ def run_demo(*, keep: bool = False) -> None:
     ):
         print(f"Mirror: {server.url} (set HF_ENDPOINT to this to use it)")
         _step(2, "offgrid search tiny-llama")
-        print(search_blocks(search("tiny-llama", limit=5)))
+        results = search("tiny-llama", limit=5)
+        print(search_blocks(results))
+        _step(3, f"offgrid download-hf {repo_id} (the recommended file, resumable and verified)")
+        path = download(repo_id, results.iloc[0].best_file, progress=ProgressPrinter(sys.stdout))
+        print(f"Model saved to: {path}")
+        _step(4, f"offgrid run {path.stem}  (one turn; random weights answer gibberish)")
+        chat = Chat(path, max_tokens=24, seed=0)
+        print("You: Hello! Who are you?")
+        print("Assistant: ", end="", flush=True)
+        for piece in chat.stream("Hello! Who are you?"):
+            print(piece, end="", flush=True)
+        usage = chat.usage
+        print(f"\n({usage.completion_tokens} tokens, {usage.tokens_per_second:.0f} tokens/s)")
+        _step(5, f"offgrid benchmark {path.stem} --prompt-tokens 128 --output-tokens 32")
+        print(benchmark_table(benchmark(path, prompt_tokens=128, output_tokens=32, iterations=2)))
+        unload_model()
     print(f"\nDemo finished in {time.perf_counter() - started:.1f} s (repo {repo_id}).")
     if keep:
         print(f"Files kept in {tmp}")
     else:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)

@@ -92,3 +92,37 @@ class DownloadCancelledError(OffgridError):
 
 class UnsafePathError(InvalidArgumentError):
     """A remote file name would land outside the models folder (absolute, ``..``, backslash)."""
+
+
+class InsufficientMemoryError(OffgridError, MemoryError):
+    """The model would not fit in available memory at the asked context."""
+
+    http_status = 507
+
+
+class ModelLoadError(OffgridError):
+    """llama.cpp refused to load a model that passed our header checks."""
+
+    http_status = 422
+
+
+class ContextOverflowError(InvalidArgumentError):
+    """The input does not fit in the model's context window."""
+
+
+class InvalidModelError(OffgridError):
+    """A file is not a GGUF model, or is truncated, corrupt or hostile (checked before loading)."""
+
+    http_status = 422
+
+
+class UnsupportedModelError(OffgridError):
+    """A valid GGUF file lacks what an operation needs (e.g. memory estimate of an unknown arch)."""
+
+    http_status = 422
+
+
+class ServerBusyError(OffgridError):
+    """The server already has as much work running and queued as it allows (HTTP 503)."""
+
+    http_status = 503

@@ -462,10 +462,7 @@ def _row(info: ModelInfo, kept: list[Variant], q: _Query, endpoint: str) -> dict
         "pipeline_tag": info.pipeline_tag,
         "n_variants": len(kept),
         "quants": [v.quant or "?" for v in kept],
-        "best_file": best.filename if best else None,
-        "best_quant": best.quant if best else None,
-        "best_size": best.size if best else None,
-        "best_size_gb": best.size / 1e9 if best and best.size is not None else None,
+        **best_columns(info.id, best),
         "param_size": best.param_size if best else names.parse_param_size(info.id),
         "is_chat": best.is_chat if best else _repo_is_chat(info),
         "score": round(
@@ -479,10 +476,20 @@ def _row(info: ModelInfo, kept: list[Variant], q: _Query, endpoint: str) -> dict
             ),
             2,
         ),
-        "download_command": (
-            f"offgrid download-hf {info.id} --file {best.filename}" if best else None
-        ),
         "variants": [_variant_row(v, endpoint) for v in kept],
+    }
+
+
+def best_columns(repo_id: str, best: Variant | None) -> dict[str, Any]:
+    """The search columns that describe a repo's recommended variant."""
+    return {
+        "best_file": best.filename if best else None,
+        "best_quant": best.quant if best else None,
+        "best_size": best.size if best else None,
+        "best_size_gb": best.size / 1e9 if best and best.size is not None else None,
+        "download_command": (
+            f"offgrid download-hf {repo_id} --file {best.filename}" if best else None
+        ),
     }
 
 
@@ -578,6 +585,8 @@ def search(
     min_downloads: int = 0,
     max_size: int | str | None = None,
     only_gguf: bool = True,
+    ram_gb: float | None = None,
+    fits_only: bool = False,
 ) -> pd.DataFrame:
     """Search the Hub for GGUF models, one row per repo.
 
@@ -593,13 +602,19 @@ def search(
         min_downloads: drop repos with fewer downloads.
         max_size: only variants at most this big: bytes, or text such as ``"4GB"``.
         only_gguf: only repos that have GGUF files.
+        ram_gb: add ``fits`` (``"fits"``, ``"tight"``, ``"too large"``) and ``total_gb`` for
+            this much memory, in GB, at a 4096-token context, and recommend the best variant
+            that fits (see :func:`offgrid_nb.fit.add_fits`; one header read per repo).
+        fits_only: drop repos with no variant that fits, even tightly (with ``ram_gb`` unset,
+            against the RAM available now).
 
     Returns:
         DataFrame with columns ``id, author, downloads, likes, created_at, last_modified, gated,
         tags, library_name, pipeline_tag, n_variants, quants, best_file, best_quant, best_size,
-        best_size_gb, param_size, is_chat, score, download_command, variants``;
-        ``df.attrs["total"]`` is the number of rows, ``df.attrs["scanned"]`` how many repos the
-        Hub's list call returned before our exact filters.
+        best_size_gb, param_size, is_chat, score, download_command, variants`` (and ``fits``,
+        ``total_gb`` with ``ram_gb`` or ``fits_only``); ``df.attrs["total"]`` is the number of
+        rows, ``df.attrs["scanned"]`` how many repos the Hub's list call returned before our
+        exact filters.
 
     Raises:
         InvalidArgumentError: a bad sort, limit, size or download count.
@@ -630,7 +645,11 @@ def search(
         cached = _run_search(q, settings)
         with _cache_lock:
             _search_cache[key] = cached
-    return cached.copy(deep=True)
+    if ram_gb is None and not fits_only:
+        return cached.copy(deep=True)
+    from .fit import add_fits  # fit builds on this module
+
+    return add_fits(cached, ram_gb=ram_gb, drop_too_large=fits_only)
 
 
 __all__ = [

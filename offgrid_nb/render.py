@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any, TextIO
 
 import pandas as pd
 
 from .sizes import format_size
+
+if TYPE_CHECKING:
+    from .bench import BenchmarkResult
+    from .download import DownloadProgress
 
 
 def format_count(n: int | float | None) -> str:
@@ -50,3 +55,89 @@ def to_json(df: pd.DataFrame, **attrs: Any) -> str:
     """Rows as JSON records (timestamps in ISO 8601), wrapped with ``attrs``."""
     records = json.loads(df.to_json(orient="records", date_format="iso"))
     return json.dumps({**attrs, "results": records}, indent=2, ensure_ascii=False)
+
+
+def format_duration(seconds: float | None) -> str:
+    """``2m 31s``, ``1h 05m``, ``8s``; ``?`` when unknown."""
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def progress_line(event: DownloadProgress) -> str:
+    """``Progress: 47.2% (1.8 / 3.8 GB) · 12.3 MB/s · ETA 2m 31s``."""
+    total = event.total or 0
+    unit, factor = ("GB", 1e9) if total >= 1e9 else ("MB", 1e6)
+    percent = f"{event.fraction * 100:.1f}%" if event.fraction is not None else "?%"
+    line = (
+        f"Progress: {percent} ({event.bytes_done / factor:.1f} / {total / factor:.1f} {unit})"
+        f" · {format_size(event.speed)}/s"
+    )
+    if event.status == "downloading":
+        line += f" · ETA {format_duration(event.eta)}"
+    if event.n_files > 1:
+        line += f" · file {event.file_index}/{event.n_files}"
+    return line
+
+
+class ProgressPrinter:
+    """A download progress callback for a terminal: one line redrawn in place on a TTY,
+    a line every ``every`` seconds (and at the end) when the output is a file or a pipe."""
+
+    def __init__(self, stream: TextIO, *, every: float = 5.0) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.every = every
+        self._last = 0.0
+        self._width = 0
+
+    def __call__(self, event: DownloadProgress) -> None:
+        if event.status == "starting":
+            return
+        line = progress_line(event)
+        final = event.status == "done"
+        if self.tty:
+            self.stream.write("\r" + line.ljust(self._width) + ("\n" if final else ""))
+            self._width = len(line)
+        elif final or time.monotonic() - self._last >= self.every:
+            self.stream.write(line + "\n")
+            self._last = time.monotonic()
+        self.stream.flush()
+
+
+def models_table(df: pd.DataFrame) -> str:
+    """The local library as an aligned table (name, quant, size, repo, downloaded)."""
+    if df.empty:
+        return "No local models yet: `offgrid search` finds one, `offgrid download-hf` gets it."
+    rows = [("NAME", "QUANT", "SIZE", "REPO", "DOWNLOADED")]
+    for row in df.itertuples(index=False):
+        when = str(row.downloaded_at)[:16].replace("T", " ") if row.downloaded_at else "-"
+        rows.append((row.name, row.quant or "?", format_size(row.size), row.repo_id or "-", when))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def benchmark_table(result: BenchmarkResult) -> str:
+    """A llama-bench-style markdown table: model, quant, threads, test, tokens/s (mean ± sd)."""
+    s = result.summary
+    head = "| model | quant | threads | test | t/s |\n| --- | --- | ---: | --- | ---: |"
+    lines = [head]
+    for test, column in (
+        (f"pp{result.config.prompt_tokens}", "prompt_tokens_per_sec"),
+        (f"tg{result.config.output_tokens}", "generation_tokens_per_sec"),
+    ):
+        mean, std = s.loc[column, "mean"], s.loc[column, "std"]
+        lines.append(
+            f"| {result.model} | {result.system.get('quant') or '?'} | "
+            f"{result.system['threads_used']} | {test} | {mean:.2f} ± {std:.2f} |"
+        )
+    ttft = s.loc["time_to_first_token_ms"]
+    lines.append(f"\ntime to first token: {ttft['mean']:.1f} ± {ttft['std']:.1f} ms")
+    lines.append(f"memory used: {s.loc['memory_used_mb', 'mean']:.0f} MB")
+    return "\n".join(lines)

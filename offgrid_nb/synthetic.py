@@ -12,12 +12,10 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+from .chat_template import CHATML_TEMPLATE
+
+_N_BYTES = 128
+_EOS = 4
 _SPECIAL = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
 _PIECES = [
     "\u2581the", "\u2581a", "\u2581to", "\u2581and", "\u2581of", "\u2581is", "\u2581you",
@@ -42,13 +40,15 @@ class TinyModelSpec:
 
 
 def _vocab(extra: int) -> tuple[list[str], list[int], list[float]]:
-    bytes_ = [f"<0x{i:02X}>" for i in range(256)]
+    # ASCII byte-fallback tokens only: random weights then can only produce valid UTF-8, so
+    # streamed text is never held back waiting for the rest of a multi-byte character.
+    bytes_ = [f"<0x{i:02X}>" for i in range(_N_BYTES)]
     extras = [f"\u2581tok{i}" for i in range(extra)]
     tokens = _SPECIAL + bytes_ + _PIECES + extras
     control = gguf.TokenType.CONTROL
     types = [gguf.TokenType.UNKNOWN] + [control] * (len(_SPECIAL) - 1)
-    types += [gguf.TokenType.BYTE] * 256 + [gguf.TokenType.NORMAL] * (len(_PIECES) + extra)
-    scores = [0.0] * (len(_SPECIAL) + 256) + [-float(i) for i in range(len(_PIECES) + extra)]
+    types += [gguf.TokenType.BYTE] * _N_BYTES + [gguf.TokenType.NORMAL] * (len(_PIECES) + extra)
+    scores = [0.0] * (len(_SPECIAL) + _N_BYTES) + [-float(i) for i in range(len(_PIECES) + extra)]
     return tokens, [int(t) for t in types], scores
 
 
@@ -88,7 +88,7 @@ def write_tiny_model(path: str | Path, spec: TinyModelSpec | None = None) -> Pat
     writer.add_token_scores(scores)
     writer.add_unk_token_id(0)
     writer.add_bos_token_id(1)
-    writer.add_eos_token_id(4)  # <|im_end|>, so a ChatML reply can end
+    writer.add_eos_token_id(_EOS)  # <|im_end|>, so a ChatML reply can end
     writer.add_add_bos_token(True)
     writer.add_chat_template(CHATML_TEMPLATE)
 
@@ -100,7 +100,11 @@ def write_tiny_model(path: str | Path, spec: TinyModelSpec | None = None) -> Pat
 
     writer.add_tensor("token_embd.weight", weight(len(tokens), spec.n_embd))
     writer.add_tensor("output_norm.weight", norm())
-    writer.add_tensor("output.weight", weight(len(tokens), spec.n_embd))
+    # Sharper logits (std ~1.6) with a zero row for end-of-sequence: a reply rarely ends at once,
+    # so streaming, length limits and stop handling are actually exercised.
+    output = weight(len(tokens), spec.n_embd) * 5
+    output[_EOS] = 0.0
+    writer.add_tensor("output.weight", output)
     for i in range(spec.n_layers):
         blk = f"blk.{i}"
         writer.add_tensor(f"{blk}.attn_norm.weight", norm())

@@ -130,3 +130,204 @@ def hub(mirror: MirrorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     clear_cache()
     mirror.requests.clear()
     return mirror
+
+
+@pytest.fixture
+def hub_token() -> str:
+    """The token ``mirror`` accepts for gated repos (tests should not import conftest)."""
+    return TOKEN
+
+
+# --- GGUF headers and memory fit (tests/test_gguf_info.py, tests/test_fit.py) -----------------
+
+BIG_VOCAB = 150_000  # extra tokens: a ~4 MB header, as 5 GB-class models have
+BIG_FILE_SIZE = 1 << 30
+
+
+@pytest.fixture(scope="session")
+def gguf_hub_root(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    """A Hub folder of real GGUF files, apart from ``hub_root`` so its search results stay put.
+
+    - ``offgrid-test/fit-GGUF``: the tiny model as F32 and quantized to Q2_K, Q4_K_M, Q8_0;
+    - ``offgrid-test/split-GGUF``: the tiny model as the first shard of two, the second 4 MB;
+    - ``offgrid-test/big-vocab-GGUF``: a 150k-token vocabulary padded to 1 GiB with a hole (a
+      sparse file: no disk used); repo.json gives its sha256 so the mirror does not hash it;
+    - ``offgrid-test/broken-GGUF``: a file that is not a GGUF, and the tiny model truncated.
+    """
+    from offgrid_nb.synthetic import TinyModelSpec, quantize
+
+    root = tmp_path_factory.mktemp("gguf_hub")
+    fit = root / "offgrid-test" / "fit-GGUF"
+    _repo(root, "offgrid-test/fit-GGUF", {"downloads": 30}, {"fit-F32.gguf": tiny_model})
+    for quant in ("Q2_K", "Q4_K_M", "Q8_0"):
+        quantize(tiny_model, fit / f"fit-{quant}.gguf", quant)
+    _repo(
+        root,
+        "offgrid-test/split-GGUF",
+        {"downloads": 20},
+        {"split-F32-00001-of-00002.gguf": tiny_model, "split-F32-00002-of-00002.gguf": 4_000_000},
+    )
+    big = root / "offgrid-test" / "big-vocab-GGUF" / "big-vocab-F32.gguf"
+    spec = TinyModelSpec(
+        n_layers=1, n_embd=32, n_ff=64, n_head=2, n_head_kv=1, extra_vocab=BIG_VOCAB, name="big"
+    )
+    write_tiny_model(big, spec)
+    os.truncate(big, BIG_FILE_SIZE)
+    sha256 = {big.name: "b" * 64}  # any value: the mirror advertises it instead of hashing 1 GiB
+    (big.parent / "repo.json").write_text(json.dumps({"downloads": 10, "sha256": sha256}))
+    broken = {"broken-Q4_K_M.gguf": 300_000, "broken-Q8_0.gguf": tiny_model}
+    _repo(root, "offgrid-test/broken-GGUF", {"downloads": 5}, broken)
+    truncated = root / "offgrid-test" / "broken-GGUF" / "broken-Q8_0.gguf"
+    os.truncate(truncated, truncated.stat().st_size - 1000)
+    return root
+
+
+@pytest.fixture(scope="session")
+def gguf_mirror(gguf_hub_root: Path) -> Iterator[MirrorServer]:
+    """Our Hub mirror over ``gguf_hub_root``."""
+    with MirrorServer(gguf_hub_root) as server:
+        yield server
+
+
+@pytest.fixture
+def gguf_hub(
+    hub: MirrorServer, gguf_mirror: MirrorServer, monkeypatch: pytest.MonkeyPatch
+) -> MirrorServer:
+    """Like ``hub`` (isolated folders, caches and tokens), pointed at ``gguf_mirror``."""
+    monkeypatch.setenv("HF_ENDPOINT", gguf_mirror.url)
+    gguf_mirror.requests.clear()
+    return gguf_mirror
+
+
+@pytest.fixture(scope="session")
+def unknown_arch_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A valid GGUF of an architecture nobody knows: one 4x32 tensor, no llama-style keys."""
+    import gguf
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("models") / "mystery.gguf"
+    writer = gguf.GGUFWriter(str(path), "mystery-arch")
+    writer.add_uint32("mystery-arch.widgets", 7)
+    writer.add_tensor("w", np.zeros((4, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+# --- the notebooks' Hub (tests/test_notebooks.py, tests/test_browser.py) ------------------------
+
+NOTEBOOK_REPO = "Qwen/Qwen2.5-0.5B-Instruct-GGUF"
+# file name part -> llama.cpp type, as in the real repo
+NOTEBOOK_QUANTS = {
+    "q2_k": "Q2_K", "q3_k_m": "Q3_K_M", "q4_0": "Q4_0", "q4_k_m": "Q4_K_M", "q5_0": "Q5_0",
+    "q5_k_m": "Q5_K_M", "q6_k": "Q6_K", "q8_0": "Q8_0", "fp16": "F16",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def notebook_hub_root(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    """A Hub folder with the repos and file names ``notebooks/`` use, holding generated models.
+
+    The notebooks name real repos; served by our mirror, this folder lets them run offline,
+    unchanged, in seconds (each file is the tiny model quantized, a few MB).
+    """
+    from offgrid_nb.synthetic import quantize
+
+    made = tmp_path_factory.mktemp("notebook_models")
+    files = {q: quantize(tiny_model, made / f"{q}.gguf", t) for q, t in NOTEBOOK_QUANTS.items()}
+    root = tmp_path_factory.mktemp("notebook_hub")
+    _repo(
+        root,
+        NOTEBOOK_REPO,
+        {"downloads": 250_000, "likes": 140, "lastModified": _ago(20), "tags": ["conversational"]},
+        {f"qwen2.5-0.5b-instruct-{q}.gguf": path for q, path in files.items()},
+    )
+    _repo(
+        root,
+        "bartowski/Qwen2.5-0.5B-Instruct-GGUF",
+        {"downloads": 40_000, "likes": 12, "lastModified": _ago(90), "tags": ["conversational"]},
+        {f"Qwen2.5-0.5B-Instruct-{q.upper()}.gguf": files[q] for q in ("q4_k_m", "q6_k", "q8_0")},
+    )
+    return root
+
+
+# pytest-jupyter's fixtures (jp_fetch, jp_serverapp...) for tests/test_server.py.
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+
+# --- JupyterLab on loopback (tests/test_notebooks.py, tests/test_browser.py) ---------------------
+
+
+class JupyterLab:
+    """A ``jupyter lab`` subprocess on loopback with a token, serving ``root``."""
+
+    def __init__(self, root: Path, token: str, port: int, log: Path) -> None:
+        self.root, self.token, self.port, self.log = root, token, port, log
+        self.url = f"http://127.0.0.1:{port}/"
+
+    def page(self, path: str) -> str:
+        """The URL of a page (``lab/tree/x.ipynb``) that logs in with the token."""
+        return f"{self.url}{path}?token={self.token}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def jupyter_lab(
+    hub: MirrorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[JupyterLab]:
+    """JupyterLab (with our server extension) whose kernels use ``hub``; stopped afterwards.
+
+    Config, runtime, settings and workspace folders are fresh, so nothing of the user's leaks
+    in; kernels started by the test itself share the runtime folder and find this server.
+    """
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    for name in ("config", "runtime", "settings", "workspaces"):
+        (tmp_path / name).mkdir()
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(tmp_path / "settings"))
+    monkeypatch.setenv("JUPYTERLAB_WORKSPACES_DIR", str(tmp_path / "workspaces"))
+    news = tmp_path / "settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True)
+    news.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    lab = JupyterLab(tmp_path / "lab", "offgrid-test-token", _free_port(), tmp_path / "lab.log")
+    lab.root.mkdir()
+    command = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={lab.port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={lab.token}", f"--ServerApp.root_dir={lab.root}",
+        "--ServerApp.allow_root=True",  # CI runs as root; the server only listens on loopback
+    ]  # fmt: skip
+    with lab.log.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{lab.url}api/status?token={lab.token}", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"JupyterLab did not start:\n{lab.log.read_text()}")
+                time.sleep(0.2)
+        yield lab
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -107,3 +107,115 @@ def test_demo_runs_offline(capsys, monkeypatch, tmp_path):
     assert "1. offgrid-demo/Tiny-Llama-Chat-GGUF" in out
     assert "Recommended: Q4_K_M" in out
     assert not (tmp_path / "untouched").exists()
+
+
+TINY_REPO = "offgrid-test/tiny-llama-GGUF"
+
+
+def test_download_list_verify_rm(hub, capsys, tmp_path):
+    code, out, _ = run(capsys, "download-hf", TINY_REPO, "-y")
+    assert code == 0
+    saved = tmp_path / "models" / TINY_REPO / "tiny-llama-F32.gguf"
+    assert f"Model saved to: {saved}" in out
+    assert out.rstrip().endswith("Run with: offgrid run tiny-llama-F32")
+    assert "Progress: 100.0% (5." in out
+
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    assert out.splitlines()[0].split() == ["NAME", "QUANT", "SIZE", "REPO", "DOWNLOADED"]
+    assert out.splitlines()[1].split()[:4] == ["tiny-llama-F32", "F32", "5.1", "MB"]
+
+    code, out, _ = run(capsys, "verify")
+    assert (code, out.split()) == (0, ["OK", "tiny-llama-F32"])
+    with saved.open("r+b") as f:  # flip one byte of the weights
+        f.seek(-10, 2)
+        byte = f.read(1)
+        f.seek(-10, 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    code, out, _ = run(capsys, "verify", "tiny-llama-F32")
+    assert code == 1
+    assert out.startswith("FAILED  tiny-llama-F32:")
+
+    code, out, _ = run(capsys, "rm", "tiny")
+    assert (code, out.strip()) == (0, "Removed tiny-llama-F32.gguf")
+    assert not saved.exists()
+    assert run(capsys, "list")[1].startswith("No local models yet")
+
+
+def test_download_without_terminal_takes_the_recommended_file(hub, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    code, out, _ = run(capsys, "download-hf", TINY_REPO)
+    assert code == 0
+    assert out.startswith(f"Downloading {TINY_REPO} / tiny-llama-F32.gguf")
+
+
+def test_download_errors_are_one_line(hub, capsys):
+    code, _, err = run(capsys, "download-hf", "nobody/nothing", "-y")
+    assert code == 1
+    assert err.startswith("error: Repository 'nobody/nothing' was not found")
+    code, _, err = run(capsys, "download-hf", TINY_REPO, "--quant", "Q2_K")
+    assert code == 1
+    assert "Q2_K" in err.splitlines()[0]
+    code, _, err = run(capsys, "download-hf", "meta-llama/Llama-3.2-1B-Instruct-GGUF", "-y")
+    assert code == 1
+    assert "HF_TOKEN" in err
+
+
+def _offgrid(*argv: str, stdin: str = "", env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "offgrid_nb.cli", *argv],
+        input=stdin, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_run_reads_messages_from_stdin(tiny_model):
+    script = "hello\n\n/clear\nhow are you\nexit\nnever sent\n"
+    result = _offgrid("run", str(tiny_model), "--max-tokens", "8", stdin=script)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:3] == [
+        f"Starting interactive chat with {tiny_model}",
+        "Type 'exit' to quit, 'clear' to reset conversation",
+        "You: hello",
+    ]
+    assert lines[3].startswith("Assistant: ")
+    assert lines[4:6] == ["You: /clear", "Conversation cleared."]
+    assert lines[6] == "You: how are you"
+    assert lines[7].startswith("Assistant: ")
+    assert "never sent" not in result.stdout
+    assert result.stderr == ""
+
+
+def test_run_reports_missing_ambiguous_and_catalog_models(tmp_path, tiny_model):
+    env = {"OFFGRID_MODELS_DIR": str(tmp_path)}
+    result = _offgrid("run", "nothing-here", env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: No local model matches 'nothing-here'")
+    for name in ("a/x-Q4_K_M.gguf", "b/x-Q8_0.gguf"):
+        (tmp_path / name).parent.mkdir(parents=True)
+        (tmp_path / name).write_bytes(tiny_model.read_bytes())
+    result = _offgrid("run", "x-", env=env)
+    assert result.returncode == 1
+    assert "matches 2 local models: x-Q4_K_M, x-Q8_0" in result.stderr
+    result = _offgrid("run", "tinyllama-1.1b-chat", env=env)
+    assert result.returncode == 1
+    assert "hint: get it with: offgrid download-hf TheBloke/TinyLlama-1.1B-Chat" in result.stderr
+
+
+def test_benchmark_table_json_and_csv(tiny_model, capsys):
+    args = ["benchmark", str(tiny_model), "--prompt-tokens", "16", "--output-tokens", "4"]
+    code, out, _ = run(capsys, *args, "--iterations", "2")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "| model | quant | threads | test | t/s |"
+    assert lines[2].startswith("| tiny-llama-F32 | F32 |")
+    assert "| pp16 |" in lines[2]
+    assert "| tg4 |" in lines[3]
+    code, out, _ = run(capsys, *args, "--iterations", "1", "--json")
+    assert json.loads(out)["config"]["prompt_tokens"] == 16
+    code, out, _ = run(capsys, *args, "--iterations", "2", "--csv")
+    assert len(out.strip().splitlines()) == 3  # header + one row per iteration
+    code, _, err = run(capsys, "benchmark", str(tiny_model), "--prompt-tokens", "5000")
+    assert code == 1
+    assert "exceed tiny-llama-F32.gguf's context window (2048)" in err

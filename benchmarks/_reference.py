@@ -1,0 +1,62 @@
+"""A reference decoder written directly on llama.cpp's C API (through llama_cpp's bindings).
+
+Shared by the benchmarks that check our timings (``bench_accuracy.py``) and our per-token
+overhead (``chat_turns.py``): no llama-cpp-python ``Llama`` object, no Python sampling code,
+just ``llama_decode`` over a batch for a prompt and single-token decodes with llama.cpp's
+greedy sampler for generation.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from pathlib import Path
+
+from offgrid_nb.llama_backend import llama_cpp
+
+
+class ReferenceDecoder:
+    """A model and a context on the raw C API; ``close()`` frees them."""
+
+    def __init__(self, path: Path, *, n_ctx: int, n_threads: int, n_batch: int = 512) -> None:
+        lib = self.lib = llama_cpp()
+        lib.llama_backend_init()
+        self.model = lib.llama_model_load_from_file(
+            str(path).encode(), lib.llama_model_default_params()
+        )
+        params = lib.llama_context_default_params()
+        params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
+        params.n_threads = params.n_threads_batch = n_threads
+        self.ctx = lib.llama_init_from_model(self.model, params)
+        self.n_batch = n_batch
+        self.n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self.model))
+        self.sampler = lib.llama_sampler_init_greedy()
+
+    def close(self) -> None:
+        self.lib.llama_sampler_free(self.sampler)
+        self.lib.llama_free(self.ctx)
+        self.lib.llama_model_free(self.model)
+
+    def clear(self) -> None:
+        self.lib.llama_memory_clear(self.lib.llama_get_memory(self.ctx), True)
+
+    def _decode(self, tokens: list[int]) -> None:
+        array = (ctypes.c_int32 * len(tokens))(*tokens)
+        if self.lib.llama_decode(self.ctx, self.lib.llama_batch_get_one(array, len(tokens))):
+            raise RuntimeError("llama_decode failed")
+
+    def prompt(self, tokens: list[int]) -> tuple[int, float]:
+        """Decode ``tokens`` in batches, sample the first token; return it and the seconds."""
+        start = time.perf_counter()
+        for i in range(0, len(tokens), self.n_batch):
+            self._decode(tokens[i : i + self.n_batch])
+        token = self.lib.llama_sampler_sample(self.sampler, self.ctx, -1)
+        return token, time.perf_counter() - start
+
+    def generate(self, token: int, n: int) -> float:
+        """``n`` single-token decodes, each next token sampled greedily; return the seconds."""
+        start = time.perf_counter()
+        for _ in range(n):
+            self._decode([token])
+            token = self.lib.llama_sampler_sample(self.sampler, self.ctx, -1)
+        return time.perf_counter() - start

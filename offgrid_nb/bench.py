@@ -1,0 +1,354 @@
+"""Benchmarks measured the way ``llama-bench`` measures, returned as DataFrames and plots.
+
+Per iteration, on a cleared KV cache:
+
+1. **Prompt processing**: exactly ``prompt_tokens`` tokens (random ids, as llama-bench uses;
+   the cost of a token does not depend on which it is) evaluated in batches, then the first
+   token sampled greedily. That time alone gives ``prompt_tokens_per_sec`` and, since the first
+   token is ready at its end, ``time_to_first_token_ms``.
+2. **Generation**: exactly ``output_tokens`` single-token decodes, each token sampled greedily
+   from the last logits (end-of-sequence ignored). That time alone gives
+   ``generation_tokens_per_sec``.
+
+One warm-up iteration runs first and is not counted. Memory is the process's resident set
+(psutil) above what it was before the model was loaded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import psutil
+
+from .engine import LoadedModel, default_threads, load_model, unload_model
+from .errors import InvalidArgumentError
+from .gguf_info import inspect_file
+from .library import resolve_model
+from .llama_backend import llama_cpp
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+RUN_COLUMNS = [
+    "prompt_tokens_per_sec", "generation_tokens_per_sec", "time_to_first_token_ms",
+    "total_time_ms", "memory_used_mb", "peak_rss_mb",
+]  # fmt: skip
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What was measured and how."""
+
+    prompt_tokens: int = 512
+    output_tokens: int = 128
+    iterations: int = 3
+    warmup: bool = True
+    n_threads: int | None = None
+    n_ctx: int | None = None
+
+
+@dataclass
+class BenchmarkResult:
+    """The runs of one benchmark, with the model, the settings and the machine."""
+
+    model: str
+    path: Path
+    config: BenchmarkConfig
+    runs: pd.DataFrame
+    system: dict[str, Any]
+    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """Mean and standard deviation of every measure (one row per measure)."""
+        described = self.runs[RUN_COLUMNS].agg(["mean", "std"]).T
+        return described.fillna(0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape OffGrid LLM's ``/v1/benchmark`` returns (plus a few more keys)."""
+        mean = self.runs[RUN_COLUMNS].mean()
+        std = self.runs[RUN_COLUMNS].std().fillna(0.0)
+        return {
+            "model": self.model,
+            "config": {
+                "prompt_tokens": self.config.prompt_tokens,
+                "output_tokens": self.config.output_tokens,
+                "iterations": self.config.iterations,
+                "warmup": self.config.warmup,
+                "n_threads": self.system["threads_used"],
+                "n_ctx": self.system["n_ctx"],
+            },
+            "results": {
+                "avg_prompt_tokens_per_sec": float(mean["prompt_tokens_per_sec"]),
+                "avg_generation_tokens_per_sec": float(mean["generation_tokens_per_sec"]),
+                "avg_time_to_first_token_ms": float(mean["time_to_first_token_ms"]),
+                "avg_total_time_ms": float(mean["total_time_ms"]),
+                "avg_memory_mb": float(mean["memory_used_mb"]),
+                "std_prompt_tokens_per_sec": float(std["prompt_tokens_per_sec"]),
+                "std_generation_tokens_per_sec": float(std["generation_tokens_per_sec"]),
+                "peak_rss_mb": float(self.runs["peak_rss_mb"].max()),
+                "runs": self.runs[RUN_COLUMNS].to_dict(orient="records"),
+            },
+            "system": self.system,
+            "started_at": self.started_at,
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per iteration with the model and machine: what :func:`save_runs` stores."""
+        df = self.runs.copy()
+        df.insert(0, "model", self.model)
+        df.insert(1, "quant", self.system.get("quant"))
+        for key in ("prompt_tokens", "output_tokens"):
+            df[key] = getattr(self.config, key)
+        df["threads"] = self.system["threads_used"]
+        df["cpu"] = self.system["cpu"]
+        df["hostname"] = self.system["hostname"]
+        df["started_at"] = self.started_at
+        return df
+
+    def plot(self) -> Figure:
+        """Prompt and generation tokens/s with error bars (one standard deviation)."""
+        return plot_comparison(self.to_frame())
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def system_info(loaded: LoadedModel | None = None) -> dict[str, Any]:
+    """The machine and the llama.cpp build a benchmark ran on."""
+    lib = llama_cpp()
+    memory = psutil.virtual_memory()
+    info: dict[str, Any] = {
+        "cpu_percent": psutil.cpu_percent(interval=None),
+        "memory_mb": psutil.Process().memory_info().rss / MB,
+        "memory_total_mb": memory.total / MB,
+        "memory_available_mb": memory.available / MB,
+        "cpu": _cpu_name(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "logical_cores": psutil.cpu_count(logical=True),
+        "hostname": platform.node(),
+        "os": platform.platform(),
+        "llama_cpp_python": lib.__version__,
+        "llama_cpp_system_info": lib.llama_print_system_info().decode(errors="replace").strip(),
+        "gpu_offload": bool(lib.llama_supports_gpu_offload()),
+    }
+    if loaded is not None:
+        info.update(
+            threads_used=loaded.n_threads,
+            n_ctx=loaded.n_ctx,
+            n_gpu_layers=loaded.n_gpu_layers,
+            quant=loaded.info.quant,
+        )
+    return info
+
+
+def _check_args(config: BenchmarkConfig) -> None:
+    for name in ("prompt_tokens", "output_tokens", "iterations"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(f"Invalid {name}: {value!r} (must be a whole number >= 1)")
+    for name in ("n_threads", "n_ctx"):
+        value = getattr(config, name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise InvalidArgumentError(f"Invalid {name}: {value!r} (must be >= 1)")
+
+
+def _context_for(path: Path, config: BenchmarkConfig) -> int:
+    """A context that holds the prompt and the output, or a clear error."""
+    needed = config.prompt_tokens + config.output_tokens + 1
+    info = inspect_file(path)
+    if config.n_ctx is not None:
+        if config.n_ctx < needed:
+            raise InvalidArgumentError(
+                f"prompt_tokens + output_tokens ({needed - 1}) do not fit in n_ctx={config.n_ctx}",
+                hint=f"raise n_ctx to at least {needed}, or use fewer tokens",
+            )
+        return config.n_ctx
+    limit = info.context_length
+    if limit is not None and needed > limit:
+        raise InvalidArgumentError(
+            f"prompt_tokens + output_tokens ({needed - 1}) exceed {path.name}'s context "
+            f"window ({limit})",
+            hint="use fewer tokens, or pass n_ctx to go beyond the trained context",
+        )
+    return needed
+
+
+class _Runner:
+    """One loaded model, timed the llama-bench way."""
+
+    def __init__(self, loaded: LoadedModel, config: BenchmarkConfig, baseline_rss: int) -> None:
+        self.loaded = loaded
+        self.llama = loaded.llama
+        self.config = config
+        self.baseline_rss = baseline_rss
+        self.process = psutil.Process()
+        self.lib = llama_cpp()
+        self.sampler = self.lib.llama_sampler_init_greedy()
+        self.rng = np.random.default_rng(0)
+        self.n_vocab = self.llama.n_vocab()
+
+    def close(self) -> None:
+        self.lib.llama_sampler_free(self.sampler)
+
+    def _sample(self) -> int:
+        return self.lib.llama_sampler_sample(self.sampler, self.llama.ctx, ctypes.c_int32(-1))
+
+    def run(self) -> dict[str, float]:
+        llama, config = self.llama, self.config
+        llama.reset()
+        llama._ctx.kv_cache_clear()
+        prompt = self.rng.integers(0, self.n_vocab, config.prompt_tokens).tolist()
+        start = time.perf_counter()
+        llama.eval(prompt)
+        token = self._sample()
+        prompt_done = time.perf_counter()
+        for _ in range(config.output_tokens):
+            llama.eval([token])
+            token = self._sample()
+        end = time.perf_counter()
+        rss = self.process.memory_info().rss
+        prompt_s, gen_s = prompt_done - start, end - prompt_done
+        return {
+            "prompt_tokens_per_sec": config.prompt_tokens / prompt_s,
+            "generation_tokens_per_sec": config.output_tokens / gen_s,
+            "time_to_first_token_ms": prompt_s * 1000,
+            "total_time_ms": (end - start) * 1000,
+            "memory_used_mb": (rss - self.baseline_rss) / MB,
+            "peak_rss_mb": _peak_rss(rss) / MB,
+        }
+
+
+def _peak_rss(current: int) -> int:
+    """Peak resident set of this process (``ru_maxrss`` where the OS keeps it)."""
+    try:
+        import resource
+
+        scale = 1 if platform.system() == "Darwin" else 1024  # bytes on macOS, KiB on Linux
+        return max(current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+    except ImportError:  # Windows
+        return current
+
+
+def benchmark(
+    model: str | os.PathLike[str],
+    *,
+    prompt_tokens: int = 512,
+    output_tokens: int = 128,
+    iterations: int = 3,
+    warmup: bool = True,
+    n_threads: int | None = None,
+    n_ctx: int | None = None,
+) -> BenchmarkResult:
+    """Benchmark a local model: prompt processing and generation timed apart.
+
+    Args:
+        model: a library name or a path (see :func:`offgrid_nb.library.resolve_model`).
+        prompt_tokens: tokens evaluated in the prompt phase.
+        output_tokens: tokens generated one at a time.
+        iterations: counted repetitions.
+        warmup: run one uncounted iteration first (as llama-bench does).
+        n_threads: CPU threads (default: physical cores).
+        n_ctx: context to allocate (default: just enough for prompt + output).
+
+    Returns:
+        A :class:`BenchmarkResult` (``.runs``, ``.summary``, ``.to_dict()``, ``.plot()``).
+
+    Raises:
+        InvalidArgumentError: zero/negative arguments, or tokens beyond the context.
+        NotFoundError, AmbiguousError, InvalidModelError, InsufficientMemoryError,
+        ModelLoadError: as for loading the model.
+    """
+    config = BenchmarkConfig(prompt_tokens, output_tokens, iterations, warmup, n_threads, n_ctx)
+    _check_args(config)
+    path = resolve_model(model).resolve()
+    context = _context_for(path, config)
+    unload_model()  # the memory baseline must not count a model (ours is reloaded below)
+    baseline_rss = psutil.Process().memory_info().rss
+    loaded = load_model(path, n_ctx=context, n_threads=n_threads or default_threads())
+    runner = _Runner(loaded, config, baseline_rss)
+    psutil.cpu_percent(interval=None)  # start the CPU-usage window
+    try:
+        with loaded.lock:
+            if warmup:
+                runner.run()
+            rows = [runner.run() for _ in range(iterations)]
+    finally:
+        runner.close()
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    runs.index.name = "iteration"
+    name = path.name.removesuffix(".gguf")
+    return BenchmarkResult(name, path, config, runs, system_info(loaded))
+
+
+def compare(models: list[str | os.PathLike[str]], **options: Any) -> pd.DataFrame:
+    """Benchmark several models with the same options; one row per model and iteration.
+
+    Only one model is loaded at a time.
+    """
+    if not models:
+        raise InvalidArgumentError("compare() needs at least one model")
+    frames = [benchmark(m, **options).to_frame() for m in models]
+    return pd.concat(frames, ignore_index=True)
+
+
+def save_runs(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Append runs (from :meth:`BenchmarkResult.to_frame` or :func:`compare`) to a CSV file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, mode="a", header=not path.exists(), index=False)
+    return path
+
+
+def load_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Runs saved by :func:`save_runs` (from any day or machine), ready for
+    :func:`plot_comparison`."""
+    return pd.read_csv(path)
+
+
+def plot_comparison(df: pd.DataFrame) -> Figure:
+    """Mean prompt and generation tokens/s per model, with one-standard-deviation error bars."""
+    from matplotlib.figure import Figure
+
+    grouped = df.groupby("model", sort=False)
+    means, stds = grouped.mean(numeric_only=True), grouped.std(numeric_only=True).fillna(0.0)
+    figure = Figure(figsize=(max(6.0, 1.6 * len(means) + 3), 4), layout="constrained")
+    axes = figure.subplots(1, 2)
+    for ax, column, title in (
+        (axes[0], "prompt_tokens_per_sec", "Prompt processing"),
+        (axes[1], "generation_tokens_per_sec", "Generation"),
+    ):
+        ax.bar(means.index, means[column], yerr=stds[column], capsize=4, color="#4c72b0")
+        ax.set_title(title)
+        ax.set_ylabel("tokens / s")
+        ax.tick_params(axis="x", labelrotation=30)
+        ax.grid(axis="y", alpha=0.3)
+    return figure
+
+
+__all__ = [
+    "BenchmarkConfig",
+    "BenchmarkResult",
+    "benchmark",
+    "compare",
+    "load_runs",
+    "plot_comparison",
+    "save_runs",
+    "system_info",
+]

@@ -1,0 +1,310 @@
+"""Chat with a local model: :func:`complete` for one reply, :class:`Chat` for a conversation.
+
+Each turn renders the whole conversation with the model's own chat template. llama-cpp-python
+keeps the tokens of the previous turn in its KV cache and evaluates only what differs (the
+common prefix is reused), so a later turn costs its new tokens, not the whole conversation.
+When a conversation would overflow the context window, :class:`Chat` drops the oldest turns;
+the system prompt is always kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .chat_template import formatter_for, render
+from .engine import LoadedModel, load_model
+from .errors import ContextOverflowError, InvalidArgumentError
+from .llama_backend import llama_cpp
+
+Message = dict[str, str]
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts and speed of one reply."""
+
+    prompt_tokens: int  # the whole rendered conversation
+    prompt_tokens_evaluated: int  # what llama.cpp actually evaluated (the rest was cached)
+    completion_tokens: int
+    time_to_first_token_ms: float
+    tokens_per_second: float  # generation speed (llama.cpp's decode time per token)
+
+
+def _check_number(name: str, value: Any, low: float, high: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+        raise InvalidArgumentError(f"Invalid {name}: {value!r} (must be >= {low})")
+    if high is not None and value > high:
+        raise InvalidArgumentError(f"Invalid {name}: {value!r} (must be <= {high})")
+
+
+def check_options(*, temperature: Any, max_tokens: Any, n_ctx: Any = None) -> None:
+    """Validate sampling options (shared by :class:`Chat`, :func:`complete` and the server)."""
+    _check_number("temperature", temperature, 0.0, 2.0)
+    _check_number("max_tokens", max_tokens, 1)
+    if n_ctx is not None:
+        _check_number("n_ctx", n_ctx, 16)
+
+
+def check_messages(messages: Any) -> list[Message]:
+    """Messages as ``[{"role", "content"}]`` with known roles and text content."""
+    if not isinstance(messages, list) or not messages:
+        raise InvalidArgumentError("messages must be a non-empty list of {role, content}")
+    for message in messages:
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in ROLES
+            or not isinstance(message.get("content"), str)
+        ):
+            raise InvalidArgumentError(
+                f"Invalid message: {message!r}",
+                hint=f"each message needs a role ({', '.join(ROLES)}) and text content",
+            )
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+class Reply:
+    """One reply being generated: iterate it for text pieces; ``close()`` stops it.
+
+    After iteration, ``text``, ``usage`` and ``finish_reason`` (``"stop"``, ``"length"`` or
+    ``"cancelled"``) describe it. Generation holds the model's lock, so replies on one model
+    run one at a time.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        tokens: list[int],
+        stop: list[str],
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+    ) -> None:
+        self.text = ""
+        self.usage: Usage | None = None
+        self.finish_reason = "cancelled"
+        self._loaded = loaded
+        self._tokens = tokens
+        self._stop = stop
+        self._max_tokens = min(max_tokens, loaded.n_ctx - len(tokens))
+        self._temperature = temperature
+        self._seed = seed
+        self._pieces = self._generate()
+
+    def __iter__(self) -> Iterator[str]:
+        return self._pieces
+
+    def close(self) -> None:
+        """Stop generating (the text so far is kept)."""
+        self._pieces.close()
+
+    def _generate(self) -> Iterator[str]:
+        pieces: list[str] = []
+        with self._loaded.lock:
+            llama, lib = self._loaded.llama, llama_cpp()
+            lib.llama_perf_context_reset(llama.ctx)
+            started = time.perf_counter()
+            first: float | None = None
+            try:
+                for chunk in llama.create_completion(
+                    prompt=self._tokens,
+                    max_tokens=self._max_tokens,
+                    temperature=self._temperature,
+                    stop=self._stop,
+                    stream=True,
+                    seed=self._seed,
+                ):
+                    choice = chunk["choices"][0]
+                    if choice["text"]:
+                        first = first or time.perf_counter()
+                        pieces.append(choice["text"])
+                        yield choice["text"]
+                    if choice.get("finish_reason"):
+                        self.finish_reason = choice["finish_reason"]
+            finally:
+                self.text = "".join(pieces)
+                perf = lib.llama_perf_context(llama.ctx)
+                # The last sampled token is never evaluated, hence the +1.
+                generated = max(0, llama.n_tokens - len(self._tokens) + 1)
+                self.usage = Usage(
+                    prompt_tokens=len(self._tokens),
+                    prompt_tokens_evaluated=perf.n_p_eval,
+                    completion_tokens=generated,
+                    time_to_first_token_ms=((first or time.perf_counter()) - started) * 1000,
+                    # llama.cpp's own decode timing: text pieces can lag tokens (a piece
+                    # waits for a complete UTF-8 character or a possible stop string).
+                    tokens_per_second=perf.n_eval / perf.t_eval_ms * 1000
+                    if perf.t_eval_ms
+                    else 0.0,
+                )
+
+
+def _prompt(
+    loaded: LoadedModel, formatter: Any, messages: list[Message]
+) -> tuple[list[int], list[str]]:
+    rendered = render(formatter, messages)
+    tokens = loaded.llama.tokenize(
+        rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+    )
+    stop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop]
+    return tokens, [s for s in stop if s]
+
+
+def _reply_room(n_ctx: int, max_tokens: int) -> int:
+    """Tokens kept free for the reply: ``max_tokens``, but at most a quarter of the context."""
+    return max(1, min(max_tokens, n_ctx // 4))
+
+
+def _overflow(n_tokens: int, n_ctx: int) -> ContextOverflowError:
+    return ContextOverflowError(
+        f"The conversation is too long: {n_tokens} tokens with a context of {n_ctx}",
+        hint="shorten it, or use a larger context (n_ctx / --ctx)",
+    )
+
+
+def complete(
+    model: str | Path,
+    messages: list[Message],
+    *,
+    n_ctx: int | None = None,
+    temperature: float = 0.7,
+    max_tokens: int = 512,
+    seed: int | None = None,
+) -> Reply:
+    """Start one reply to ``messages`` (stateless, as an OpenAI chat completion).
+
+    Args:
+        model: a library name or a path.
+        messages: ``[{"role": "system" | "user" | "assistant", "content": str}, ...]``.
+        n_ctx: context window (default: the model's, capped by the settings).
+        temperature: sampling temperature (0 = greedy).
+        max_tokens: the longest reply, in tokens.
+        seed: a sampling seed for reproducible replies.
+
+    Returns:
+        A :class:`Reply`; iterate it to generate.
+
+    Raises:
+        InvalidArgumentError: bad messages or options.
+        ContextOverflowError: the messages leave no room for a reply in the context.
+    """
+    check_options(temperature=temperature, max_tokens=max_tokens, n_ctx=n_ctx)
+    messages = check_messages(messages)
+    loaded = load_model(model, n_ctx=n_ctx)
+    tokens, stop = _prompt(loaded, formatter_for(loaded.llama), messages)
+    if len(tokens) + _reply_room(loaded.n_ctx, max_tokens) > loaded.n_ctx:
+        raise _overflow(len(tokens), loaded.n_ctx)
+    return Reply(loaded, tokens, stop, max_tokens=max_tokens, temperature=temperature, seed=seed)
+
+
+class Chat:
+    """A conversation with a local GGUF model.
+
+    Args:
+        model: a library name (see :func:`offgrid_nb.library.resolve_model`) or a path.
+        system: an optional system prompt, kept when old turns are dropped.
+        n_ctx: context window in tokens (default: the model's, capped by the settings).
+        temperature: sampling temperature (0 = greedy).
+        max_tokens: the longest reply, in tokens.
+        seed: a sampling seed for reproducible replies.
+
+    Example:
+        >>> chat = Chat("qwen2.5-0.5b-instruct-q4_k_m", system="Be brief.")
+        >>> for piece in chat.stream("Hello!"):
+        ...     print(piece, end="")
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        system: str | None = None,
+        n_ctx: int | None = None,
+        temperature: float = 0.7,
+        max_tokens: int = 512,
+        seed: int | None = None,
+    ) -> None:
+        check_options(temperature=temperature, max_tokens=max_tokens, n_ctx=n_ctx)
+        self.model = model
+        self.system = system
+        self.temperature = float(temperature)
+        self.max_tokens = int(max_tokens)
+        self.seed = seed
+        self.usage: Usage | None = None
+        self.dropped_turns = 0
+        self._messages: list[Message] = []
+        self._loaded = load_model(model, n_ctx=n_ctx)  # fail now, not at the first message
+        self._formatter = formatter_for(self._loaded.llama)
+
+    @property
+    def history(self) -> list[Message]:
+        """The conversation so far (system prompt first, when there is one)."""
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return head + [dict(m) for m in self._messages]
+
+    def clear(self) -> None:
+        """Forget the conversation (the system prompt stays)."""
+        self._messages.clear()
+        self.usage = None
+        self.dropped_turns = 0
+
+    def send(self, text: str) -> str:
+        """Send a message and return the whole reply."""
+        return "".join(self.stream(text))
+
+    def _model(self) -> LoadedModel:
+        # Reuses the loaded model; reloads it if something else was loaded meanwhile.
+        loaded = load_model(self.model, n_ctx=self._loaded.n_ctx)
+        if loaded is not self._loaded:
+            self._loaded = loaded
+            self._formatter = formatter_for(loaded.llama)
+        return loaded
+
+    def _fit(self, loaded: LoadedModel) -> tuple[list[int], list[str]]:
+        """Prompt tokens, after dropping the oldest turns until the reply has room."""
+        room = _reply_room(loaded.n_ctx, self.max_tokens)
+        while True:
+            tokens, stop = _prompt(loaded, self._formatter, self.history)
+            if len(tokens) + room <= loaded.n_ctx:
+                return tokens, stop
+            if len(self._messages) <= 1:  # only the new message is left: it is too long
+                self._messages.pop()
+                raise _overflow(len(tokens), loaded.n_ctx)
+            self._messages.pop(0)  # the oldest turn; the system prompt is not in the list
+            if self._messages and self._messages[0]["role"] == "assistant":
+                self._messages.pop(0)
+            self.dropped_turns += 1
+
+    def stream(self, text: str) -> Iterator[str]:
+        """Send a message; yield the reply in pieces as llama.cpp generates them.
+
+        Closing the iterator early (Stop, Ctrl+C) stops generation; the partial reply is kept
+        in the history so the conversation stays consistent.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidArgumentError("Empty message", hint="type something to send")
+        loaded = self._model()
+        self._messages.append({"role": "user", "content": text})
+        tokens, stop = self._fit(loaded)
+        reply = Reply(
+            loaded,
+            tokens,
+            stop,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            seed=self.seed,
+        )
+        return self._record(reply)
+
+    def _record(self, reply: Reply) -> Iterator[str]:
+        try:
+            yield from reply
+        finally:
+            reply.close()
+            self._messages.append({"role": "assistant", "content": reply.text})
+            self.usage = reply.usage

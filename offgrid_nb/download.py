@@ -1,0 +1,649 @@
+"""Downloads that survive: resumable across restarts, verified, atomic, one at a time.
+
+How one file of a model is fetched (``final`` is ``<models_dir>/<org>/<repo>/<path in repo>``):
+
+1. The model's lock (``<first file>.lock``, a :class:`filelock.FileLock`) is taken, so two
+   processes never write the same bytes; the second one waits, or fails with a clear error.
+2. Bytes are appended to ``final.part``. Before the first byte, ``final.part.json`` records
+   what they are: the sha256 the Hub lists, the size, the server's ETag and commit.
+3. After an interruption (even SIGKILL) the next call finds the partial, checks the sidecar
+   against the Hub's listing, re-hashes the prefix and asks for the rest with ``Range``. The
+   response's ETag (commit when there is no ETag) must still be the sidecar's, so a file that
+   changed on the Hub is never glued onto an old partial; a server that ignores ``Range`` (200)
+   restarts the file cleanly, and a 416 for a complete partial is accepted.
+4. sha256 is computed while the bytes stream in and compared with the Hub's LFS sha256. A
+   mismatch discards the partial; a match renames it into place (``os.replace``). Nothing ever
+   appears under the final name unverified.
+
+The HTTP client, headers (token) and error mapping are ``huggingface_hub``'s, so a gated repo,
+a mirror (``HF_ENDPOINT``) or a proxy behave exactly as with ``hf download``.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Literal
+
+import httpx2
+from huggingface_hub import hf_hub_url
+from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+from . import names
+from .config import Settings, get_settings
+from .errors import (
+    AmbiguousError,
+    ChecksumMismatchError,
+    DiskSpaceError,
+    DownloadCancelledError,
+    DownloadError,
+    InvalidArgumentError,
+    NotFoundError,
+    OfflineError,
+    UnsafePathError,
+)
+from .hub import RemoteFile, Variant, best_variant, hub_errors, variants
+from .library import (
+    PART_SUFFIX,
+    SIDECAR_SUFFIX,
+    Manifest,
+    ManifestFile,
+    StrPath,
+    hash_file,
+    model_lock,
+    scan,
+)
+from .sizes import format_size
+
+READ_SIZE = 1 << 20  # bytes per socket read while downloading (see _use_large_reads)
+PROGRESS_INTERVAL = 0.1  # seconds between "downloading" events: at most ~10 per second
+SPEED_SMOOTHING = 0.3  # weight of the newest interval in the moving average of the speed
+RETRY_DELAY = 0.5  # seconds before the first retry; doubled after each failure in a row
+MAX_RETRY_DELAY = 8.0
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+Status = Literal["starting", "downloading", "verifying", "done"]
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """One progress event. Byte counts cover the whole model (every shard).
+
+    Attributes:
+        repo_id: the repository.
+        filename: the file being fetched now (a shard of a split model).
+        bytes_done: bytes on disk so far, resumed ones included.
+        total: bytes of the whole model, ``None`` when the Hub does not say.
+        speed: bytes per second, smoothed (0 until measured); in the ``"done"`` event, the
+            average over the whole call.
+        eta: seconds left at that speed, ``None`` when unknown.
+        status: ``"starting"``, ``"downloading"``, ``"verifying"`` or ``"done"``.
+        file_index: 1-based index of ``filename`` among the model's files.
+        n_files: number of files (shards) of the model.
+    """
+
+    repo_id: str
+    filename: str
+    bytes_done: int
+    total: int | None
+    speed: float
+    eta: float | None
+    status: Status
+    file_index: int
+    n_files: int
+
+    @property
+    def fraction(self) -> float | None:
+        """``bytes_done / total`` (0 to 1), ``None`` when the total is unknown."""
+        return None if not self.total else min(self.bytes_done / self.total, 1.0)
+
+
+ProgressCallback = Callable[[DownloadProgress], None]
+
+
+def _use_large_reads() -> None:
+    """Let HTTP/1.1 connections read up to :data:`READ_SIZE` bytes per socket read.
+
+    ``httpcore2`` (under ``huggingface_hub``'s client) reads 64 KiB at a time and has no option
+    for it (encode/httpcore#135); its per-read Python overhead then caps a download at about
+    half of ``curl``'s speed on a fast link. Only the buffer size changes, never the bytes, so
+    raising this class attribute is safe for every other request; without ``httpcore2`` (a
+    future ``huggingface_hub``) nothing happens. Measured in ``benchmarks/download_throughput.py``.
+    """
+    try:
+        from httpcore2 import HTTP11Connection
+    except ImportError:  # pragma: no cover
+        return
+    HTTP11Connection.READ_NUM_BYTES = max(HTTP11Connection.READ_NUM_BYTES, READ_SIZE)
+
+
+class _Transient(Exception):
+    """A failure worth retrying: connection reset, timeout, 5xx, a body cut short."""
+
+
+# --- choosing what to download ------------------------------------------------------------
+
+
+def _choose(found: list[Variant], repo_id: str, file: str | None, quant: str | None) -> Variant:
+    if file is not None and quant is not None:
+        raise InvalidArgumentError("Give either a file or a quant, not both")
+    if not found:
+        raise NotFoundError(
+            f"{repo_id} has no GGUF model files", hint="find a GGUF repo with `offgrid search`"
+        )
+    if file is not None:
+        for variant in found:
+            if file in (f.path for f in variant.files):
+                return variant
+        listing = ", ".join(v.filename for v in found)
+        raise NotFoundError(f"{repo_id} has no model file {file!r}", hint=f"available: {listing}")
+    if quant is None:
+        return best_variant(found)  # type: ignore[return-value]  # found is not empty
+    matches = [v for v in found if names.quant_matches(v.quant, quant)]
+    if not matches:
+        quants = ", ".join(dict.fromkeys(v.quant or v.filename for v in found))
+        raise NotFoundError(f"{repo_id} has no {quant} variant", hint=f"available: {quants}")
+    if len(matches) > 1:
+        best = best_variant(matches)
+        ranked = [best, *(v for v in matches if v is not best)]
+        candidates = [v.filename for v in ranked]  # type: ignore[union-attr]
+        raise AmbiguousError(
+            f"{len(matches)} files of {repo_id} are {best.quant}: {', '.join(candidates)}",
+            candidates=candidates,
+            hint=f"pass the file to download; recommended: {candidates[0]}",
+        )
+    return matches[0]
+
+
+def select_variant(
+    repo_id: str, file: str | None = None, *, quant: str | None = None, revision: str | None = None
+) -> Variant:
+    """The variant :func:`download` would fetch.
+
+    Args:
+        repo_id: ``owner/name`` on the Hub.
+        file: an exact path in the repo (any shard of a split model names the whole model).
+        quant: a quantization such as ``Q4_K_M`` (any case).
+        revision: a branch, tag or commit (default: the main branch).
+
+    Returns:
+        With ``file``: its variant; with ``quant``: the one variant of that quant; with neither:
+        the recommended variant (:func:`offgrid_nb.hub.best_variant`).
+
+    Raises:
+        AmbiguousError: several variants have that quant; ``candidates`` lists them, the
+            recommended one first.
+        NotFoundError: no such repo, or no file / variant matches (the hint lists them).
+        InvalidArgumentError: both ``file`` and ``quant`` given, or a bad repo id.
+    """
+    return _choose(variants(repo_id, revision=revision), repo_id, file, quant)
+
+
+def _downloaded(root: Path, repo_id: str, file: str | None, quant: str | None) -> Path | None:
+    """The one downloaded model of ``repo_id`` a call means, by the manifests (for offline use)."""
+    found = [
+        m.path
+        for m in scan(root)
+        if m.manifest is not None
+        and m.manifest.repo_id == repo_id
+        and (file is None or file in (f.path for f in m.manifest.files))
+        and (quant is None or names.quant_matches(m.manifest.quant, quant))
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def local_path(models_dir: Path, repo_id: str, path: str) -> Path:
+    """Where a repo file lands: ``models_dir/<org>/<repo>/<path>``.
+
+    Remote names are untrusted: absolute paths, drive letters, backslashes, ``.`` and ``..``
+    parts and anything that would resolve (through links) outside the repo's folder are refused.
+
+    Raises:
+        UnsafePathError: the name would land outside the repo's folder.
+    """
+    parts = path.split("/")
+    unsafe = (
+        "\\" in path
+        or "\0" in path
+        or PurePosixPath(path).is_absolute()
+        or bool(PureWindowsPath(path).anchor)
+        or any(part in ("", ".", "..") for part in parts)
+    )
+    folder = models_dir / repo_id
+    target = folder.joinpath(*parts)
+    if unsafe or not target.resolve().is_relative_to(folder.resolve()):
+        raise UnsafePathError(
+            f"Refusing {repo_id}'s file name {path!r}: it would land outside {folder}",
+            hint="the repository's file listing is malformed or malicious; report it",
+        )
+    return target
+
+
+# --- progress ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Tracker:
+    """Turns byte counts into :class:`DownloadProgress` events, at most ~10 per second."""
+
+    callback: ProgressCallback | None
+    event: DownloadProgress
+    finished: int = 0  # bytes of the files already complete
+    received: int = 0  # bytes this call received over the network
+    started: float = field(default_factory=time.monotonic)
+    _mark: tuple[float, int] = field(default_factory=lambda: (time.monotonic(), 0))
+
+    def advance(self, on_disk: int, *, received: int = 0, force: bool = False) -> None:
+        """The current file now has ``on_disk`` bytes, ``received`` of them just arrived."""
+        self.received += received
+        now = time.monotonic()
+        then, received_then = self._mark
+        if not force and now - then < PROGRESS_INTERVAL:
+            return
+        speed = self.event.speed
+        if now > then and self.received > received_then:
+            latest = (self.received - received_then) / (now - then)
+            weight = SPEED_SMOOTHING if speed else 1.0
+            speed = weight * latest + (1 - weight) * speed
+        self._mark = (now, self.received)
+        done = self.finished + on_disk
+        total = self.event.total
+        eta = max(total - done, 0) / speed if total is not None and speed > 0 else None
+        self.emit(bytes_done=done, speed=speed, eta=eta, status="downloading")
+
+    def finish(self) -> None:
+        """The "done" event; its speed is the average over the whole call."""
+        elapsed = time.monotonic() - self.started
+        speed = self.received / elapsed if self.received and elapsed > 0 else self.event.speed
+        self.emit(bytes_done=self.finished, speed=speed, eta=0.0, status="done")
+
+    def emit(self, **changes: object) -> None:
+        """Send the current event with ``changes`` applied."""
+        self.event = replace(self.event, **changes)  # type: ignore[arg-type]
+        if self.callback is not None:
+            self.callback(self.event)
+
+
+# --- one file --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Partial:
+    """The bytes of one file received so far (``<final>.part``) and what they are."""
+
+    final: Path
+    remote: RemoteFile
+    size: int = 0
+    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)  # over the bytes on disk
+    etag: str | None = None
+    commit: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.final.with_name(self.final.name + PART_SUFFIX)
+
+    @property
+    def sidecar(self) -> Path:
+        return self.final.with_name(self.final.name + SIDECAR_SUFFIX)
+
+    @classmethod
+    def load(cls, final: Path, remote: RemoteFile) -> _Partial:
+        """Continue an earlier partial when its sidecar says it holds this file, else start over."""
+        partial = cls(final, remote)
+        try:
+            saved = json.loads(partial.sidecar.read_text(encoding="utf-8"))
+            size = partial.path.stat().st_size
+        except (OSError, ValueError):
+            saved, size = {}, 0
+        same = saved.get("sha256") == remote.sha256 and saved.get("size") == remote.size
+        if not same or (remote.size is not None and size > remote.size):
+            partial.reset()
+            return partial
+        # hashlib cannot save its state, so a resumed download reads the prefix it already has
+        # once; everything after it is hashed as it streams in. No byte is read twice.
+        partial.hasher = hash_file(partial.path)
+        partial.size = size
+        partial.etag, partial.commit = saved.get("etag"), saved.get("commit")
+        return partial
+
+    def reset(self) -> None:
+        """Discard the bytes and the sidecar: the next request starts at byte 0."""
+        self.path.unlink(missing_ok=True)
+        self.sidecar.unlink(missing_ok=True)
+        self.size, self.hasher, self.etag, self.commit = 0, hashlib.sha256(), None, None
+
+    def begin(self, etag: str | None, commit: str | None) -> None:
+        """Start from byte 0, recording what the bytes are before the first one is written."""
+        self.reset()
+        self.etag, self.commit = etag, commit
+        remote = self.remote
+        meta = {"sha256": remote.sha256, "size": remote.size, "etag": etag, "commit": commit}
+        self.sidecar.write_text(json.dumps(meta), encoding="utf-8")
+
+    def same_source(self, etag: str | None, commit: str | None) -> bool:
+        """Whether a response serves the bytes this partial holds (ETag first, else commit)."""
+        for saved, got in ((self.etag, etag), (self.commit, commit)):
+            if saved and got:
+                return saved == got
+        return True
+
+
+def _validator(response: httpx2.Response) -> tuple[str | None, str | None]:
+    """(ETag, commit) as the Hub sent them: on its own response, before any CDN redirect."""
+    hub = response.history[0] if response.history else response
+    etag = hub.headers.get("X-Linked-Etag") or hub.headers.get("ETag")
+    etag = etag.removeprefix("W/").strip('"') if etag else None
+    return etag, hub.headers.get("X-Repo-Commit")
+
+
+def _content_range(response: httpx2.Response) -> tuple[int | None, int | None]:
+    """(first byte, total size) from ``Content-Range: bytes a-b/n`` or ``bytes */n``."""
+    unit_range, _, total = response.headers.get("Content-Range", "").partition("/")
+    first = unit_range.removeprefix("bytes ").partition("-")[0]
+    return (int(first) if first.isdigit() else None, int(total) if total.isdigit() else None)
+
+
+def _raise_for_status(response: httpx2.Response) -> None:
+    """Retryable statuses become :class:`_Transient`; other errors ``huggingface_hub``'s own."""
+    if response.status_code < 400:
+        return
+    response.read()  # the error body, for huggingface_hub's message
+    if response.status_code in RETRY_STATUSES:
+        raise _Transient(f"HTTP {response.status_code}")
+    hf_raise_for_status(response)
+
+
+# --- a whole model ---------------------------------------------------------------------------
+
+
+def _file_size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0
+
+
+def _is_complete(final: Path, remote: RemoteFile, recorded: str | None) -> bool:
+    """Whether ``final`` holds ``remote``: by its manifest entry, else by hashing it."""
+    if not final.is_file() or (remote.size is not None and final.stat().st_size != remote.size):
+        return False
+    if recorded is not None:  # verified when it was downloaded; the Hub may have a newer one
+        return recorded == (remote.sha256 or recorded)
+    # e.g. copied in by hand: trust it only if its bytes are the Hub's
+    return remote.sha256 is not None and hash_file(final).hexdigest() == remote.sha256
+
+
+class _Download:
+    """Fetches the files of one variant into place; the model's lock must be held."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        variant: Variant,
+        revision: str | None,
+        finals: list[Path],
+        tracker: _Tracker,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.settings = settings
+        self.variant = variant
+        self.revision = revision
+        self.finals = finals
+        self.tracker = tracker
+        self.cancel = cancel
+        self.headers = {**build_hf_headers(token=settings.token), "Accept-Encoding": "identity"}
+        self.commit: str | None = None
+
+    def check_cancel(self) -> None:
+        """Raise :class:`DownloadCancelledError` when the caller's cancel event is set."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise DownloadCancelledError(
+                f"Download of {self.variant.filename} cancelled",
+                hint="run the same command again to resume where it stopped",
+            )
+
+    def run(self) -> None:
+        """Download what is missing, verify it, move it into place, update the manifest."""
+        manifest = Manifest.load(self.finals[0])
+        recorded = {f.path: f.sha256 for f in manifest.files} if manifest else {}
+        self.commit = manifest.commit if manifest else None
+        done: dict[str, ManifestFile] = {}
+        todo: list[tuple[int, RemoteFile, Path]] = []
+        files = zip(self.variant.files, self.finals, strict=True)
+        for index, (remote, final) in enumerate(files, start=1):
+            if _is_complete(final, remote, recorded.get(remote.path)):
+                done[remote.path] = ManifestFile(remote.path, remote.sha256, final.stat().st_size)
+            else:
+                todo.append((index, remote, final))
+        self.tracker.finished = sum(f.size or 0 for f in done.values())
+        self.tracker.emit(bytes_done=self.tracker.finished, status="starting")
+        self._check_disk_space(todo)
+        for index, remote, final in todo:
+            self.tracker.event = replace(self.tracker.event, filename=remote.path, file_index=index)
+            done[remote.path] = self._fetch(remote, final)
+            self.tracker.finished += remote.size or 0
+            self._save_manifest(done)  # so finished shards are not re-hashed after a failure
+        if not todo and recorded.keys() != done.keys():  # e.g. copied in by hand, now verified
+            self._save_manifest(done)
+        self.tracker.finish()
+
+    def _check_disk_space(self, todo: list[tuple[int, RemoteFile, Path]]) -> None:
+        folder = self.finals[0].parent
+        needed = sum(
+            (remote.size or 0) - _file_size(final.with_name(final.name + PART_SUFFIX))
+            for _, remote, final in todo
+        )
+        free = shutil.disk_usage(folder).free
+        if needed > free:
+            raise DiskSpaceError(
+                f"Not enough disk space in {folder}: {self.variant.filename} needs "
+                f"{format_size(needed)} more but only {format_size(free)} is free",
+                hint="free some space, or set OFFGRID_MODELS_DIR to a folder on a bigger disk",
+            )
+
+    def _fetch(self, remote: RemoteFile, final: Path) -> ManifestFile:
+        """One file, with bounded retries: a failure after some progress does not count."""
+        partial = _Partial.load(final, remote)
+        self.tracker.advance(partial.size, force=True)
+        url = hf_hub_url(
+            self.variant.repo_id,
+            remote.path,
+            revision=self.revision,
+            endpoint=self.settings.endpoint,
+        )
+        failures = 0
+        while True:
+            self.check_cancel()
+            before = partial.size
+            try:
+                if self._attempt(url, partial):
+                    break
+            except (httpx2.TransportError, _Transient) as exc:
+                failures = 1 if partial.size > before else failures + 1
+                if failures > self.settings.hub_retries:
+                    raise self._gave_up(partial, failures, exc) from exc
+                time.sleep(min(RETRY_DELAY * 2 ** (failures - 1), MAX_RETRY_DELAY))
+        return self._verify(partial)
+
+    def _attempt(self, url: str, partial: _Partial) -> bool:
+        """One GET from where the partial ends; ``False`` if the partial had to be discarded."""
+        headers = dict(self.headers)
+        if partial.size:
+            headers["Range"] = f"bytes={partial.size}-"
+        timeout = self.settings.hub_timeout
+        with get_session().stream("GET", url, headers=headers, timeout=timeout) as response:
+            if response.status_code == 416 and partial.size:
+                if (_content_range(response)[1] or partial.remote.size) == partial.size:
+                    return True  # the partial is complete: nothing was left to send
+                partial.reset()
+                return False
+            _raise_for_status(response)
+            etag, commit = _validator(response)
+            self.commit = commit or self.commit
+            resumed = response.status_code == 206 and partial.size > 0
+            if resumed and (
+                not partial.same_source(etag, commit) or _content_range(response)[0] != partial.size
+            ):
+                partial.reset()  # the file changed on the Hub: never glue old and new bytes
+                return False
+            if not resumed:  # 200: the whole file, even if we asked for the rest (Range ignored)
+                partial.begin(etag, commit)
+            self._receive(response, partial)
+        expected = partial.remote.size
+        if expected is not None and partial.size < expected:
+            raise _Transient(f"connection closed after {partial.size} of {expected} bytes")
+        return True
+
+    def _receive(self, response: httpx2.Response, partial: _Partial) -> None:
+        try:
+            with partial.path.open("ab") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    partial.hasher.update(chunk)
+                    partial.size += len(chunk)
+                    self.tracker.advance(partial.size, received=len(chunk))
+                    self.check_cancel()
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise DiskSpaceError(
+                f"The disk holding {partial.final.parent} is full",
+                hint=f"free some space and run the same command again to resume from "
+                f"{format_size(partial.size)}",
+            ) from exc
+
+    def _verify(self, partial: _Partial) -> ManifestFile:
+        """Compare the streamed sha256 with the Hub's, then move the file into place."""
+        self.tracker.emit(status="verifying")
+        remote = partial.remote
+        digest = partial.hasher.hexdigest()
+        wrong_size = remote.size is not None and partial.size != remote.size
+        if wrong_size or (remote.sha256 is not None and digest != remote.sha256.lower()):
+            partial.reset()
+            raise ChecksumMismatchError(
+                f"{remote.path} of {self.variant.repo_id} failed verification: got sha256 "
+                f"{digest} ({partial.size} bytes), the Hub lists {remote.sha256} "
+                f"({remote.size} bytes)",
+                hint="the bad bytes were discarded; run the command again, and if it fails "
+                "again the server is sending a different file than it lists",
+            )
+        os.replace(partial.path, partial.final)
+        partial.sidecar.unlink(missing_ok=True)
+        return ManifestFile(remote.path, digest, partial.size)
+
+    def _gave_up(self, partial: _Partial, failures: int, exc: Exception) -> DownloadError:
+        reason = str(exc) or type(exc).__name__
+        return DownloadError(
+            f"Downloading {partial.remote.path} of {self.variant.repo_id} failed {failures} "
+            f"times in a row ({reason})",
+            hint=f"run the same command again to resume from {format_size(partial.size)}",
+        )
+
+    def _save_manifest(self, done: dict[str, ManifestFile]) -> None:
+        variant = self.variant
+        Manifest(
+            repo_id=variant.repo_id,
+            revision=self.revision or "main",
+            commit=self.commit,
+            filename=variant.filename,
+            files=tuple(done[f.path] for f in variant.files if f.path in done),  # shard order
+            quant=variant.quant,
+            param_size=variant.param_size,
+            downloaded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        ).save(self.finals[0])
+
+
+def download(
+    repo_id: str,
+    file: str | None = None,
+    *,
+    quant: str | None = None,
+    models_dir: StrPath | None = None,
+    progress: ProgressCallback | None = None,
+    revision: str | None = None,
+    cancel: threading.Event | None = None,
+    lock_timeout: float | None = None,
+) -> Path:
+    """Download a GGUF model into the models folder: resumable, verified, atomic.
+
+    A model already in place (and verified) is returned without downloading anything, also in
+    offline mode (``HF_HUB_OFFLINE=1``) when the local manifests say which model is meant. An
+    interrupted download (error, Ctrl+C, crash, cancel) resumes where it stopped on the next
+    call, in this process or another.
+
+    Args:
+        repo_id: ``owner/name`` on the Hub.
+        file: an exact path in the repo (for a split model, any of its shards).
+        quant: a quantization such as ``Q4_K_M``; with neither, the recommended variant.
+        models_dir: where models live (default: ``OFFGRID_MODELS_DIR``, else the user data dir).
+        progress: called with :class:`DownloadProgress` events (throttled to ~10 per second;
+            ``"done"`` always comes last).
+        revision: a branch, tag or commit (default: the main branch).
+        cancel: set this event (e.g. from another thread) to stop; the partial file is kept.
+        lock_timeout: seconds to wait while another process downloads the same model; ``None``
+            waits as long as it takes, ``0`` fails at once.
+
+    Returns:
+        The local path of the model (shard 1 of a split model, which is what llama.cpp loads).
+
+    Raises:
+        AmbiguousError: several files match ``quant``; ``candidates`` lists them.
+        NotFoundError: no such repo, revision, file or quant.
+        GatedRepoError: the repo needs accepted terms and a token (``HF_TOKEN``,
+            ``hf auth login``).
+        UnsafePathError: a remote file name would land outside the models folder.
+        DiskSpaceError: not enough free space (checked before the first byte).
+        AlreadyDownloadingError: another process still holds the download after
+            ``lock_timeout``.
+        ChecksumMismatchError: the bytes do not match the Hub's sha256 (they are discarded).
+        DownloadError: the connection kept failing; running again resumes.
+        DownloadCancelledError: ``cancel`` was set.
+        OfflineError, HubUnavailableError: as for every Hub call.
+    """
+    _use_large_reads()
+    settings = get_settings()
+    root = Path(models_dir).expanduser() if models_dir else settings.models_dir
+    try:
+        found = variants(repo_id, revision=revision, settings=settings)
+    except OfflineError:
+        local = _downloaded(root, repo_id, file, quant)
+        if local is None:
+            raise
+        return local
+    variant = _choose(found, repo_id, file, quant)
+    finals = [local_path(root, repo_id, remote.path) for remote in variant.files]
+    for folder in dict.fromkeys(final.parent for final in finals):
+        folder.mkdir(parents=True, exist_ok=True)
+    first = DownloadProgress(
+        repo_id=repo_id,
+        filename=variant.filename,
+        bytes_done=0,
+        total=variant.size,
+        speed=0.0,
+        eta=None,
+        status="starting",
+        file_index=1,
+        n_files=len(variant.files),
+    )
+    job = _Download(settings, variant, revision, finals, _Tracker(progress, first), cancel)
+    with (
+        model_lock(finals[0], timeout=lock_timeout, cancelled=job.check_cancel),
+        hub_errors(settings, f"Repository '{repo_id}'"),
+    ):
+        job.run()
+    return finals[0]
+
+
+__all__ = [
+    "DownloadProgress",
+    "ProgressCallback",
+    "download",
+    "local_path",
+    "select_variant",
+]

@@ -1,0 +1,568 @@
+"""offgrid_nb.download: choice of file, resume, verification, locking, faults.
+
+Happy paths and Hub behaviour (gated repos, 416, tampered checksums) go through our mirror and
+the real ``huggingface_hub`` client. Faults the mirror does not simulate (a dropped connection,
+an ignored Range, 5xx, a slow link, a malicious listing) come from ``FaultyHub`` below, a small
+Hub-shaped server whose misbehaviour each test switches on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+import offgrid_nb
+from offgrid_nb import clear_cache
+from offgrid_nb.errors import (
+    AlreadyDownloadingError,
+    AmbiguousError,
+    ChecksumMismatchError,
+    DiskSpaceError,
+    DownloadCancelledError,
+    DownloadError,
+    GatedRepoError,
+    InvalidArgumentError,
+    NotFoundError,
+    OfflineError,
+    UnsafePathError,
+)
+from offgrid_nb.library import Manifest
+from offgrid_nb.mirror import MirrorServer
+
+# The module, even where the package exports the function under the same name.
+dl = importlib.import_module("offgrid_nb.download")
+
+REPO = "faulty/tiny-GGUF"
+FILE = "tiny-1B-Q4_K_M.gguf"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Partial files and their sidecars under ``folder`` (a finished download leaves none)."""
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith((".part", ".part.json")))
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dl, "RETRY_DELAY", 0.01)
+
+
+# --- a Hub that misbehaves on request --------------------------------------------------------
+
+
+@dataclass
+class Request:
+    path: str
+    range: str | None
+    status: int
+    sent: int = 0  # body bytes written
+
+
+@dataclass
+class Faults:
+    drop_at: int | None = None  # close the connection once this file offset is reached...
+    drops: int = 0  # ...this many times
+    ignore_range: bool = False  # answer 200 with the whole file even when asked for a range
+    fail_first: int = 0  # answer 503 to this many file requests
+    rate: float | None = None  # bytes per second
+    etag: str | None = None  # send this ETag instead of the sha256
+
+
+@dataclass
+class FaultyHub:
+    """A Hub (listing + resolve) for one repo, over ``files``, with switchable faults."""
+
+    files: dict[str, bytes]
+    faults: Faults = field(default_factory=Faults)
+    requests: list[Request] = field(default_factory=list)
+
+    def file_requests(self) -> list[Request]:
+        return [r for r in self.requests if "/resolve/" in r.path]
+
+    def listing(self) -> dict:
+        siblings = []
+        for path, data in self.files.items():
+            lfs = {"sha256": sha256(data), "size": len(data), "pointerSize": 134}
+            siblings.append({"rfilename": path, "size": len(data), "lfs": lfs})
+        return {"id": REPO, "sha": "c" * 40, "tags": ["gguf"], "siblings": siblings}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        hub = self.server.hub
+        if self.path.startswith(f"/api/models/{REPO}"):
+            body = json.dumps(hub.listing()).encode()
+            hub.requests.append(Request(self.path, None, 200, len(body)))
+            self._headers(200, len(body), {"Content-Type": "application/json"})
+            self.wfile.write(body)
+            return
+        prefix = f"/{REPO}/resolve/"
+        name = unquote(self.path[len(prefix) :].split("/", 1)[1])
+        request = Request(self.path, self.headers.get("Range"), 200)
+        hub.requests.append(request)
+        faults = hub.faults
+        if faults.fail_first > 0:
+            faults.fail_first -= 1
+            request.status = 503
+            self._headers(503, 0)
+            return
+        data = hub.files[name]
+        start = 0
+        if request.range and not faults.ignore_range:
+            start = int(re.fullmatch(r"bytes=(\d+)-", request.range).group(1))
+            if start >= len(data):
+                request.status = 416
+                self._headers(416, 0, {"Content-Range": f"bytes */{len(data)}"})
+                return
+            request.status = 206
+        extra = {"ETag": f'"{faults.etag or sha256(data)}"', "X-Repo-Commit": "c" * 40}
+        if request.status == 206:
+            extra["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        self._headers(request.status, len(data) - start, extra)
+        self._send(data, start, request)
+
+    def _send(self, data: bytes, start: int, request: Request) -> None:
+        faults = self.server.hub.faults
+        end = len(data)
+        if faults.drops and faults.drop_at is not None:
+            faults.drops -= 1
+            end = max(start, faults.drop_at)  # past the drop point: drop before the first byte
+            self.close_connection = True
+        step = 32 * 1024
+        try:
+            for offset in range(start, end, step):
+                piece = data[offset : min(offset + step, end)]
+                self.wfile.write(piece)
+                request.sent += len(piece)
+                if faults.rate:
+                    time.sleep(len(piece) / faults.rate)
+        except OSError:  # the client went away
+            self.close_connection = True
+
+    def _headers(self, status: int, length: int, extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(length))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    hub: FaultyHub
+
+
+@pytest.fixture
+def faulty(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FaultyHub]:
+    """A FaultyHub serving a 1 MiB ``FILE``; offgrid_nb points at it."""
+    hub = FaultyHub({FILE: os.urandom(1 << 20)})
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.hub = hub
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("OFFGRID_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    clear_cache()
+    yield hub
+    server.shutdown()
+    server.server_close()
+
+
+def target(tmp_path: Path, name: str = FILE) -> Path:
+    return tmp_path / "models" / REPO / name
+
+
+# --- choosing the file ------------------------------------------------------------------------
+
+
+def test_downloads_the_recommended_variant_verified_with_manifest(hub, hub_root, tmp_path):
+    events = []
+    path = dl.download("TheBloke/Llama-2-7B-Chat-GGUF", progress=events.append)
+
+    expected = tmp_path / "models/TheBloke/Llama-2-7B-Chat-GGUF/llama-2-7b-chat.Q4_K_M.gguf"
+    source = (hub_root / "TheBloke/Llama-2-7B-Chat-GGUF/llama-2-7b-chat.Q4_K_M.gguf").read_bytes()
+    assert path == expected
+    assert path.read_bytes() == source
+    assert leftovers(tmp_path / "models") == []
+    manifest = Manifest.load(path)
+    assert manifest is not None
+    assert (manifest.repo_id, manifest.filename, manifest.quant) == (
+        "TheBloke/Llama-2-7B-Chat-GGUF",
+        "llama-2-7b-chat.Q4_K_M.gguf",
+        "Q4_K_M",
+    )
+    assert [(f.sha256, f.size) for f in manifest.files] == [(sha256(source), len(source))]
+    assert manifest.revision == "main"
+    assert manifest.commit
+    assert manifest.downloaded_at.endswith("+00:00")
+    assert events[0].status == "starting"
+    assert events[-1].status == "done"
+    assert events[-1].bytes_done == events[-1].total == len(source)
+    assert events[-1].fraction == 1.0
+    assert {e.status for e in events} <= {"starting", "downloading", "verifying", "done"}
+
+
+def test_a_complete_model_is_returned_without_downloading_again(hub):
+    first = dl.download("TheBloke/Llama-2-7B-Chat-GGUF", quant="Q8_0")
+    fetched = hub.requests["resolve"]
+    events = []
+    again = dl.download("TheBloke/Llama-2-7B-Chat-GGUF", quant="q8_0", progress=events.append)
+
+    assert again == first
+    assert hub.requests["resolve"] == fetched
+    assert [e.status for e in events] == ["starting", "done"]
+
+
+def test_split_model_downloads_every_shard_and_returns_the_first(hub, hub_root, tmp_path):
+    path = dl.download("bartowski/Qwen2.5-7B-Instruct-GGUF", quant="Q8_0")
+
+    folder = "bartowski/Qwen2.5-7B-Instruct-GGUF/Qwen2.5-7B-Instruct-Q8_0"
+    shards = [f"Qwen2.5-7B-Instruct-Q8_0-0000{i}-of-00002.gguf" for i in (1, 2)]
+    assert path == tmp_path / "models" / folder / shards[0]
+    for shard in shards:
+        assert (path.parent / shard).read_bytes() == (hub_root / folder / shard).read_bytes()
+    manifest = Manifest.load(path)
+    assert [f.path.rsplit("/", 1)[1] for f in manifest.files] == shards
+    sources = [sha256((hub_root / folder / shard).read_bytes()) for shard in shards]
+    assert [f.sha256 for f in manifest.files] == sources
+
+
+def test_offline_a_downloaded_model_is_found_by_its_manifest(hub, monkeypatch):
+    path = dl.download("TheBloke/Llama-2-7B-Chat-GGUF", quant="Q5_K_M")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    clear_cache()
+    asked = sum(hub.requests.values())
+
+    assert dl.download("TheBloke/Llama-2-7B-Chat-GGUF", quant="q5_k_m") == path
+    assert dl.download("TheBloke/Llama-2-7B-Chat-GGUF") == path  # its only local model
+    assert sum(hub.requests.values()) == asked
+    with pytest.raises(OfflineError, match="Offline mode is on"):
+        dl.download("TheBloke/Llama-2-7B-Chat-GGUF", quant="Q8_0")
+
+
+def test_any_shard_names_its_split_model(hub):
+    second = "Qwen2.5-7B-Instruct-Q8_0/Qwen2.5-7B-Instruct-Q8_0-00002-of-00002.gguf"
+    variant = dl.select_variant("bartowski/Qwen2.5-7B-Instruct-GGUF", second)
+    assert variant.filename.endswith("-00001-of-00002.gguf")
+    assert len(variant.files) == 2
+
+
+def test_unknown_file_or_quant_lists_what_exists(hub):
+    with pytest.raises(NotFoundError, match=r"no model file 'nope\.gguf'") as excinfo:
+        dl.select_variant("TheBloke/Llama-2-7B-Chat-GGUF", "nope.gguf")
+    assert "llama-2-7b-chat.Q4_K_M.gguf" in excinfo.value.hint
+    with pytest.raises(NotFoundError, match="no IQ2_XXS variant") as excinfo:
+        dl.select_variant("TheBloke/Llama-2-7B-Chat-GGUF", quant="IQ2_XXS")
+    assert "Q5_K_M" in excinfo.value.hint
+    with pytest.raises(InvalidArgumentError, match="either a file or a quant"):
+        dl.select_variant("TheBloke/Llama-2-7B-Chat-GGUF", "x.gguf", quant="Q8_0")
+
+
+def test_several_files_of_one_quant_are_ambiguous_with_the_recommended_first(faulty):
+    faulty.files = {"big-1B-Q4_K_M.gguf": b"x" * 300, "small-1B-Q4_K_M.gguf": b"y" * 100}
+    with pytest.raises(AmbiguousError, match="2 files of faulty/tiny-GGUF are Q4_K_M") as excinfo:
+        dl.download(REPO, quant="q4_k_m")
+    assert excinfo.value.candidates == ["small-1B-Q4_K_M.gguf", "big-1B-Q4_K_M.gguf"]
+    assert "recommended: small-1B-Q4_K_M.gguf" in excinfo.value.hint
+    assert faulty.file_requests() == []
+
+
+# --- resuming ----------------------------------------------------------------------------------
+
+
+def test_resumes_after_the_process_is_killed(faulty, tmp_path):
+    faulty.faults.rate = 1_000_000  # about 1 s for the file: time to kill it half-way
+    package = Path(offgrid_nb.__file__).parent.parent
+    env = {**os.environ, "PYTHONPATH": str(package)}
+    code = f"from offgrid_nb.download import download; download({REPO!r}, {FILE!r})"
+    child = subprocess.Popen([sys.executable, "-c", code], env=env)
+    part = target(tmp_path).with_name(FILE + ".part")
+    deadline = time.monotonic() + 20
+    while not (part.is_file() and part.stat().st_size >= 256 * 1024):
+        assert child.poll() is None, "the child ended before it could be killed"
+        assert time.monotonic() < deadline, "the child never got going"
+        time.sleep(0.01)
+    with pytest.raises(AlreadyDownloadingError, match="being downloaded by another process"):
+        dl.download(REPO, FILE, lock_timeout=0)  # the child holds the lock
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    kept = part.stat().st_size
+    assert 0 < kept < len(faulty.files[FILE])
+    faulty.faults.rate = None
+    served_before = len(faulty.file_requests())
+
+    path = dl.download(REPO, FILE)
+
+    assert sha256(path.read_bytes()) == sha256(faulty.files[FILE])
+    resumed = faulty.file_requests()[served_before:]
+    assert [(r.range, r.status) for r in resumed] == [(f"bytes={kept}-", 206)]
+    assert resumed[0].sent == len(faulty.files[FILE]) - kept
+    assert leftovers(tmp_path / "models") == []
+
+
+def test_a_dropped_connection_resumes_where_it_stopped(faulty, tmp_path):
+    faulty.faults.drop_at, faulty.faults.drops = 300_000, 1
+
+    path = dl.download(REPO, FILE)
+
+    assert path.read_bytes() == faulty.files[FILE]
+    requests = faulty.file_requests()
+    assert [(r.range, r.status) for r in requests] == [(None, 200), ("bytes=300000-", 206)]
+    assert sum(r.sent for r in requests) == len(faulty.files[FILE])
+
+
+def test_a_connection_that_keeps_dropping_gives_a_resumable_error(faulty, tmp_path):
+    faulty.faults.drop_at, faulty.faults.drops = 300_000, 99
+
+    with pytest.raises(DownloadError, match="failed 4 times in a row") as excinfo:
+        dl.download(REPO, FILE)
+    assert "run the same command again to resume from 300.0 KB" in excinfo.value.hint
+    assert not target(tmp_path).exists()
+    assert target(tmp_path).with_name(FILE + ".part").stat().st_size == 300_000
+
+    faulty.faults.drops = 0
+    assert dl.download(REPO, FILE).read_bytes() == faulty.files[FILE]
+    assert faulty.file_requests()[-1].range == "bytes=300000-"
+
+
+def test_a_server_that_ignores_range_restarts_the_file_cleanly(faulty, tmp_path):
+    faulty.faults.drop_at, faulty.faults.drops = 300_000, 1
+    faulty.faults.ignore_range = True
+
+    path = dl.download(REPO, FILE)
+
+    assert path.read_bytes() == faulty.files[FILE]
+    requests = faulty.file_requests()
+    assert [(r.range, r.status) for r in requests] == [(None, 200), ("bytes=300000-", 200)]
+
+
+def test_server_errors_are_retried_then_reported(faulty, tmp_path):
+    faulty.faults.fail_first = 2
+    assert dl.download(REPO, FILE).read_bytes() == faulty.files[FILE]
+    assert [r.status for r in faulty.file_requests()] == [503, 503, 200]
+
+    target(tmp_path).unlink()
+    (target(tmp_path).parent / (FILE + ".offgrid.json")).unlink()
+    faulty.faults.fail_first = 10
+    with pytest.raises(DownloadError, match=r"failed 4 times in a row \(HTTP 503\)") as excinfo:
+        dl.download(REPO, FILE)
+    assert "run the same command again" in excinfo.value.hint
+    assert not target(tmp_path).exists()
+
+
+def test_a_changed_remote_file_is_never_glued_onto_an_old_partial(faulty, tmp_path):
+    faulty.faults.drop_at, faulty.faults.drops = 300_000, 99
+    with pytest.raises(DownloadError):
+        dl.download(REPO, FILE)
+    faulty.faults.drops = 0
+    faulty.faults.etag = "0" * 64  # same listing, but the server now says it is another file
+
+    path = dl.download(REPO, FILE)
+
+    assert path.read_bytes() == faulty.files[FILE]
+    after = [(r.range, r.status) for r in faulty.file_requests()[-2:]]
+    assert after == [("bytes=300000-", 206), (None, 200)]  # the partial was discarded
+
+
+def test_a_new_version_on_the_hub_discards_the_old_partial(faulty, tmp_path):
+    faulty.faults.drop_at, faulty.faults.drops = 300_000, 99
+    with pytest.raises(DownloadError):
+        dl.download(REPO, FILE)
+    faulty.faults.drops = 0
+    faulty.files[FILE] = os.urandom(1 << 20)
+    clear_cache()
+
+    path = dl.download(REPO, FILE)
+
+    assert path.read_bytes() == faulty.files[FILE]
+    assert faulty.file_requests()[-1].range is None
+
+
+def test_a_complete_partial_answered_with_416_is_accepted(hub, hub_root, tmp_path):
+    repo, name = "TheBloke/Llama-2-7B-Chat-GGUF", "llama-2-7b-chat.Q2_K.gguf"
+    data = (hub_root / repo / name).read_bytes()
+    final = tmp_path / "models" / repo / name
+    final.parent.mkdir(parents=True)
+    final.with_name(name + ".part").write_bytes(data)  # killed between last byte and rename
+    sidecar = {"sha256": sha256(data), "size": len(data), "etag": sha256(data), "commit": None}
+    final.with_name(name + ".part.json").write_text(json.dumps(sidecar))
+
+    path = dl.download(repo, name)
+
+    assert path.read_bytes() == data
+    assert hub.requests["resolve"] == 1
+    assert leftovers(tmp_path / "models") == []
+
+
+def test_cancel_keeps_the_partial_for_the_next_call(faulty, tmp_path):
+    faulty.faults.rate = 4_000_000
+    cancel = threading.Event()
+
+    def stop_after_some_bytes(event: dl.DownloadProgress) -> None:
+        if event.bytes_done > 100_000:
+            cancel.set()
+
+    with pytest.raises(DownloadCancelledError, match="cancelled"):
+        dl.download(REPO, FILE, progress=stop_after_some_bytes, cancel=cancel)
+    kept = target(tmp_path).with_name(FILE + ".part").stat().st_size
+    assert kept > 100_000
+    assert not target(tmp_path).exists()
+
+    faulty.faults.rate = None
+    assert dl.download(REPO, FILE).read_bytes() == faulty.files[FILE]
+    assert faulty.file_requests()[-1].range == f"bytes={kept}-"
+
+
+# --- verification and safety -------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A mirror over a folder this test may change (the session's Hub folder is shared)."""
+    root = tmp_path / "hub"
+    root.mkdir()
+    with MirrorServer(root) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("OFFGRID_MODELS_DIR", str(tmp_path / "models"))
+        clear_cache()
+        yield root
+
+
+def test_a_tampered_file_is_discarded_and_never_appears(own_mirror, tmp_path):
+    repo = own_mirror / "evil/tampered-GGUF"
+    repo.mkdir(parents=True)
+    (repo / FILE).write_bytes(os.urandom(5000))
+    (repo / "repo.json").write_text(json.dumps({"sha256": {FILE: "ab" * 32}}))
+
+    with pytest.raises(ChecksumMismatchError, match=f"{FILE} of evil/tampered-GGUF failed verif"):
+        dl.download("evil/tampered-GGUF", FILE)
+    folder = tmp_path / "models/evil/tampered-GGUF"
+    assert sorted(p.name for p in folder.iterdir()) == [f"{FILE}.lock"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../evil-Q4_K_M.gguf",
+        "sub/../../../evil-Q4_K_M.gguf",
+        "/tmp/evil-Q4_K_M.gguf",
+        "..\\..\\evil-Q4_K_M.gguf",
+        "C:/evil-Q4_K_M.gguf",
+        "./evil-Q4_K_M.gguf",
+    ],
+)
+def test_a_file_name_that_would_escape_the_models_folder_is_refused(faulty, tmp_path, name):
+    faulty.files = {name: b"not a model"}
+
+    with pytest.raises(UnsafePathError, match="would land outside"):
+        dl.download(REPO, name)
+    assert faulty.file_requests() == []
+    assert [p for p in tmp_path.rglob("evil*")] == []
+
+
+def test_a_link_inside_the_models_folder_cannot_lead_outside(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    repo_folder = tmp_path / "models" / REPO
+    repo_folder.mkdir(parents=True)
+    (repo_folder / "sub").symlink_to(outside)
+
+    with pytest.raises(UnsafePathError):
+        dl.local_path(tmp_path / "models", REPO, "sub/x.gguf")
+    assert dl.local_path(tmp_path / "models", REPO, "q/x.gguf") == repo_folder / "q/x.gguf"
+
+
+def test_a_gated_repo_without_token_names_the_fix(hub, tmp_path):
+    with pytest.raises(GatedRepoError, match="is gated") as excinfo:
+        dl.download("meta-llama/Llama-3.2-1B-Instruct-GGUF")
+    assert "HF_TOKEN" in excinfo.value.hint
+    assert "hf auth login" in excinfo.value.hint
+    assert list((tmp_path / "models").rglob("*.gguf")) == []
+
+
+def test_a_gated_repo_downloads_with_the_token(hub, hub_root, hub_token, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", hub_token)
+    path = dl.download("meta-llama/Llama-3.2-1B-Instruct-GGUF")
+    source = hub_root / "meta-llama/Llama-3.2-1B-Instruct-GGUF" / path.name
+    assert path.read_bytes() == source.read_bytes()
+
+
+def test_not_enough_disk_space_fails_before_the_first_byte(hub, monkeypatch, tmp_path):
+    class Usage:
+        free = 1000
+
+    monkeypatch.setattr(dl.shutil, "disk_usage", lambda path: Usage)
+    folder = tmp_path / "models/TheBloke/Llama-2-7B-Chat-GGUF"
+    message = (
+        rf"disk space in {re.escape(str(folder))}: .* needs 3.8 KB more but only 1.0 KB is free"
+    )
+
+    with pytest.raises(DiskSpaceError, match=message):
+        dl.download("TheBloke/Llama-2-7B-Chat-GGUF")
+    assert hub.requests["resolve"] == 0
+    assert [p.name for p in folder.iterdir()] == ["llama-2-7b-chat.Q4_K_M.gguf.lock"]
+
+
+def test_two_concurrent_downloads_of_one_file_fetch_it_once(faulty, tmp_path):
+    faulty.faults.rate = 4_000_000
+    results: list[Path] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(dl.download(REPO, FILE))) for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+
+    assert results == [target(tmp_path)] * 2
+    assert results[0].read_bytes() == faulty.files[FILE]
+    assert [(r.range, r.status) for r in faulty.file_requests()] == [(None, 200)]
+
+
+# --- progress ----------------------------------------------------------------------------------
+
+
+def test_progress_events_are_throttled_and_complete(faulty):
+    faulty.faults.rate = 1_500_000  # about 0.7 s, in 32 chunks of 32 KiB
+    events: list[dl.DownloadProgress] = []
+
+    start = time.monotonic()
+    dl.download(REPO, FILE, progress=events.append)
+    elapsed = time.monotonic() - start
+
+    moving = [e for e in events if e.status == "downloading"]
+    assert 3 <= len(moving) <= elapsed / dl.PROGRESS_INTERVAL + 2  # not one per chunk
+    assert len(moving) < 32
+    assert [e.bytes_done for e in moving] == sorted(e.bytes_done for e in moving)
+    assert all(e.speed > 0 and e.eta is not None for e in moving[1:])
+    assert [e.status for e in events[-2:]] == ["verifying", "done"]
+    assert events[-1].bytes_done == events[-1].total == len(faulty.files[FILE])
+    assert events[-1].speed > 0
+    assert events[-1].eta == 0
+    assert (events[-1].file_index, events[-1].n_files) == (1, 1)
