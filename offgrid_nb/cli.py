@@ -143,15 +143,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _menu(options: list[Variant], recommended: Variant) -> Variant:
+def _menu(options: list[Variant], recommended: Variant, fits: dict[str, str]) -> Variant:
     """A numbered menu on the terminal; Enter takes the recommended variant."""
     from .sizes import format_size
 
     options = [recommended] + [v for v in options if v != recommended]
     for i, variant in enumerate(options, start=1):
         note = "  (recommended)" if variant == recommended else ""
+        fit = f"  {fits[variant.filename]}" if fits.get(variant.filename) else ""
         size = format_size(variant.size)
-        print(f"  {i}. {variant.filename}  {variant.quant or '?'}  {size}{note}")
+        print(f"  {i}. {variant.filename}  {variant.quant or '?'}  {size}{fit}{note}")
     while True:
         answer = input(f"Choose a file [1-{len(options)}, Enter = 1]: ").strip() or "1"
         if answer.isdigit() and 1 <= int(answer) <= len(options):
@@ -160,22 +161,33 @@ def _menu(options: list[Variant], recommended: Variant) -> Variant:
 
 
 def _pick_variant(args: argparse.Namespace) -> Variant:
-    """The variant to download: as told, recommended (``-y``, no terminal), or from a menu."""
+    """The variant to download: as told; else the best that fits this machine's memory
+    (``-y`` or no terminal), or chosen from a menu that marks it."""
     from .download import select_variant
+    from .fit import recommend
     from .hub import variants
 
     interactive = sys.stdin.isatty() and not args.yes
-    try:
-        chosen = select_variant(args.repo, args.file, quant=args.quant)
-    except AmbiguousError as exc:
-        if not (interactive or args.yes):
-            raise
-        found = {v.filename: v for v in variants(args.repo)}
-        options = [found[name] for name in exc.candidates]
-        return options[0] if args.yes else _menu(options, options[0])
-    if args.file or args.quant or not interactive:
+    found = {v.filename: v for v in variants(args.repo)}
+    if args.file or args.quant:
+        try:
+            return select_variant(args.repo, args.file, quant=args.quant)
+        except AmbiguousError as exc:
+            if not (interactive or args.yes):
+                raise
+            options = [found[name] for name in exc.candidates]
+            return options[0] if args.yes else _menu(options, options[0], {})
+    table = recommend(args.repo)
+    picked = table.loc[table["recommended"], "filename"]
+    if picked.empty:
+        print("note: no variant fits in the memory available now; recommending by quality")
+        chosen = select_variant(args.repo)
+    else:
+        chosen = found[picked.iloc[0]]
+    if not interactive:
         return chosen
-    return _menu(variants(args.repo), chosen)
+    fits = {row.filename: row.fits for row in table.itertuples() if isinstance(row.fits, str)}
+    return _menu(list(found.values()), chosen, fits)
 
 
 def cmd_download(args: argparse.Namespace) -> int:

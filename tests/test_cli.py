@@ -219,3 +219,21 @@ def test_benchmark_table_json_and_csv(tiny_model, capsys):
     code, _, err = run(capsys, "benchmark", str(tiny_model), "--prompt-tokens", "5000")
     assert code == 1
     assert "exceed tiny-llama-F32.gguf's context window (2048)" in err
+
+
+def test_download_recommends_what_fits_in_memory(gguf_hub, capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from offgrid_nb import fit
+
+    code, out, _ = run(capsys, "download-hf", "offgrid-test/fit-GGUF", "-y")
+    assert code == 0
+    assert out.startswith("Downloading offgrid-test/fit-GGUF / fit-Q4_K_M.gguf")
+    # With just enough memory for Q2_K to "fit" (under 80%), Q4_K_M is at best "tight".
+    estimate = fit.recommend("offgrid-test/fit-GGUF").set_index("quant")["total_gb"]
+    room = (estimate["Q2_K"] / 0.8 + (estimate["Q4_K_M"] - estimate["Q2_K"]) / 10) * 1e9
+    assert estimate["Q2_K"] < estimate["Q4_K_M"]
+    monkeypatch.setattr(fit.psutil, "virtual_memory", lambda: SimpleNamespace(available=room))
+    code, out, _ = run(capsys, "download-hf", "offgrid-test/fit-GGUF", "-y")
+    assert code == 0
+    assert out.startswith("Downloading offgrid-test/fit-GGUF / fit-Q2_K.gguf")
