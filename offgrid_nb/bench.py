@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from .engine import LoadedModel, default_threads, load_model, unload_model
+from .engine import LoadedModel, default_threads, unload_model, use_model
 from .errors import InvalidArgumentError
 from .gguf_info import inspect_file
 from .library import resolve_model
@@ -281,16 +281,16 @@ def benchmark(
     context = _context_for(path, config)
     unload_model()  # the memory baseline must not count a model (ours is reloaded below)
     baseline_rss = psutil.Process().memory_info().rss
-    loaded = load_model(path, n_ctx=context, n_threads=n_threads or default_threads())
-    runner = _Runner(loaded, config, baseline_rss)
-    psutil.cpu_percent(interval=None)  # start the CPU-usage window
-    try:
-        with loaded.lock:
+    threads = n_threads or default_threads()
+    with use_model(path, n_ctx=context, n_threads=threads) as loaded:
+        runner = _Runner(loaded, config, baseline_rss)
+        psutil.cpu_percent(interval=None)  # start the CPU-usage window
+        try:
             if warmup:
                 runner.run()
             rows = [runner.run() for _ in range(iterations)]
-    finally:
-        runner.close()
+        finally:
+            runner.close()
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     runs.index.name = "iteration"
     name = path.name.removesuffix(".gguf")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .chat_template import formatter_for, render
-from .engine import LoadedModel, load_model
+from .engine import LoadedModel, use_model
 from .errors import ContextOverflowError, InvalidArgumentError
 from .llama_backend import llama_cpp
 
@@ -71,15 +71,15 @@ class Reply:
     """One reply being generated: iterate it for text pieces; ``close()`` stops it.
 
     After iteration, ``text``, ``usage`` and ``finish_reason`` (``"stop"``, ``"length"`` or
-    ``"cancelled"``) describe it. Generation holds the model's lock, so replies on one model
-    run one at a time.
+    ``"cancelled"``) describe it. Generation holds the model (:func:`engine.use_model`), so
+    replies, benchmarks and model swaps in other threads wait for it.
     """
 
     def __init__(
         self,
-        loaded: LoadedModel,
-        tokens: list[int],
-        stop: list[str],
+        model: _ModelRef,
+        formatter: Any,
+        messages: list[Message],
         *,
         max_tokens: int,
         temperature: float,
@@ -88,10 +88,10 @@ class Reply:
         self.text = ""
         self.usage: Usage | None = None
         self.finish_reason = "cancelled"
-        self._loaded = loaded
-        self._tokens = tokens
-        self._stop = stop
-        self._max_tokens = min(max_tokens, loaded.n_ctx - len(tokens))
+        self._model = model
+        self._formatter = formatter
+        self._messages = messages
+        self._max_tokens = max_tokens
         self._temperature = temperature
         self._seed = seed
         self._pieces = self._generate()
@@ -105,17 +105,18 @@ class Reply:
 
     def _generate(self) -> Iterator[str]:
         pieces: list[str] = []
-        with self._loaded.lock:
-            llama, lib = self._loaded.llama, llama_cpp()
+        with use_model(self._model.model, n_ctx=self._model.n_ctx) as loaded:
+            tokens, stop = _prompt(loaded, self._formatter, self._messages)
+            llama, lib = loaded.llama, llama_cpp()
             lib.llama_perf_context_reset(llama.ctx)
             started = time.perf_counter()
             first: float | None = None
             try:
                 for chunk in llama.create_completion(
-                    prompt=self._tokens,
-                    max_tokens=self._max_tokens,
+                    prompt=tokens,
+                    max_tokens=min(self._max_tokens, loaded.n_ctx - len(tokens)),
                     temperature=self._temperature,
-                    stop=self._stop,
+                    stop=stop,
                     stream=True,
                     seed=self._seed,
                 ):
@@ -130,9 +131,9 @@ class Reply:
                 self.text = "".join(pieces)
                 perf = lib.llama_perf_context(llama.ctx)
                 # The last sampled token is never evaluated, hence the +1.
-                generated = max(0, llama.n_tokens - len(self._tokens) + 1)
+                generated = max(0, llama.n_tokens - len(tokens) + 1)
                 self.usage = Usage(
-                    prompt_tokens=len(self._tokens),
+                    prompt_tokens=len(tokens),
                     prompt_tokens_evaluated=perf.n_p_eval,
                     completion_tokens=generated,
                     time_to_first_token_ms=((first or time.perf_counter()) - started) * 1000,
@@ -142,6 +143,14 @@ class Reply:
                     if perf.t_eval_ms
                     else 0.0,
                 )
+
+
+@dataclass(frozen=True)
+class _ModelRef:
+    """What to load for a reply: the model as the caller named it, and the context asked."""
+
+    model: str | Path
+    n_ctx: int | None
 
 
 def _prompt(
@@ -195,11 +204,19 @@ def complete(
     """
     check_options(temperature=temperature, max_tokens=max_tokens, n_ctx=n_ctx)
     messages = check_messages(messages)
-    loaded = load_model(model, n_ctx=n_ctx)
-    tokens, stop = _prompt(loaded, formatter_for(loaded.llama), messages)
-    if len(tokens) + _reply_room(loaded.n_ctx, max_tokens) > loaded.n_ctx:
-        raise _overflow(len(tokens), loaded.n_ctx)
-    return Reply(loaded, tokens, stop, max_tokens=max_tokens, temperature=temperature, seed=seed)
+    with use_model(model, n_ctx=n_ctx) as loaded:  # fail now, not at the first piece
+        formatter = formatter_for(loaded.llama)
+        tokens, _ = _prompt(loaded, formatter, messages)
+        if len(tokens) + _reply_room(loaded.n_ctx, max_tokens) > loaded.n_ctx:
+            raise _overflow(len(tokens), loaded.n_ctx)
+    return Reply(
+        _ModelRef(model, n_ctx),
+        formatter,
+        messages,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+    )
 
 
 class Chat:
@@ -238,8 +255,9 @@ class Chat:
         self.usage: Usage | None = None
         self.dropped_turns = 0
         self._messages: list[Message] = []
-        self._loaded = load_model(model, n_ctx=n_ctx)  # fail now, not at the first message
-        self._formatter = formatter_for(self._loaded.llama)
+        self._model = _ModelRef(model, n_ctx)
+        with use_model(model, n_ctx=n_ctx) as loaded:  # fail now, not at the first message
+            self._formatter = formatter_for(loaded.llama)
 
     @property
     def history(self) -> list[Message]:
@@ -257,21 +275,13 @@ class Chat:
         """Send a message and return the whole reply."""
         return "".join(self.stream(text))
 
-    def _model(self) -> LoadedModel:
-        # Reuses the loaded model; reloads it if something else was loaded meanwhile.
-        loaded = load_model(self.model, n_ctx=self._loaded.n_ctx)
-        if loaded is not self._loaded:
-            self._loaded = loaded
-            self._formatter = formatter_for(loaded.llama)
-        return loaded
-
-    def _fit(self, loaded: LoadedModel) -> tuple[list[int], list[str]]:
-        """Prompt tokens, after dropping the oldest turns until the reply has room."""
+    def _fit(self, loaded: LoadedModel) -> None:
+        """Drop the oldest turns until the conversation leaves the reply room."""
         room = _reply_room(loaded.n_ctx, self.max_tokens)
         while True:
-            tokens, stop = _prompt(loaded, self._formatter, self.history)
+            tokens, _ = _prompt(loaded, self._formatter, self.history)
             if len(tokens) + room <= loaded.n_ctx:
-                return tokens, stop
+                return
             if len(self._messages) <= 1:  # only the new message is left: it is too long
                 self._messages.pop()
                 raise _overflow(len(tokens), loaded.n_ctx)
@@ -288,13 +298,13 @@ class Chat:
         """
         if not isinstance(text, str) or not text.strip():
             raise InvalidArgumentError("Empty message", hint="type something to send")
-        loaded = self._model()
         self._messages.append({"role": "user", "content": text})
-        tokens, stop = self._fit(loaded)
+        with use_model(self._model.model, n_ctx=self._model.n_ctx) as loaded:
+            self._fit(loaded)  # drop old turns now; the reply re-renders what is left
         reply = Reply(
-            loaded,
-            tokens,
-            stop,
+            self._model,
+            self._formatter,
+            self.history,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             seed=self.seed,

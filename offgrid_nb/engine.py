@@ -7,12 +7,17 @@
   load is refused when they cannot fit in available RAM (unless ``force=True``).
 - **One model per process** by default: asking for the loaded model again reuses it; asking
   for another frees the first.
+- **Safe across threads**: use a model through :func:`use_model`, which holds its lock; a model
+  is only ever freed under that lock, so a chat in one thread and a benchmark (or another
+  model's load) in another wait for each other instead of crashing llama.cpp.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +43,9 @@ class LoadedModel:
     n_ctx: int
     n_threads: int
     n_gpu_layers: int
-    lock: threading.Lock = field(default_factory=threading.Lock)  # one generation at a time
+    requested: tuple[Any, ...] = ()  # the load_model() arguments that gave this model
+    closed: bool = False  # set, under ``lock``, when llama.cpp has freed it
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one user at a time
 
     @property
     def name(self) -> str:
@@ -86,13 +93,35 @@ def loaded_model() -> LoadedModel | None:
     return _current
 
 
+def _close(loaded: LoadedModel) -> None:
+    """Free a model once its current user is done with it (the caller holds ``_load_lock``)."""
+    with loaded.lock:
+        loaded.llama.close()
+        loaded.closed = True
+
+
 def unload_model() -> None:
-    """Free the loaded model (no-op when none is loaded)."""
+    """Free the loaded model (no-op when none is loaded); waits for its current user."""
     global _current
     with _load_lock:
         if _current is not None:
-            _current.llama.close()
+            _close(_current)
             _current = None
+
+
+@contextmanager
+def use_model(model: str | Path, **options: Any) -> Iterator[LoadedModel]:
+    """Load (or reuse) ``model`` and hold it for exclusive use in a ``with`` block.
+
+    Takes the options of :func:`load_model`. If another thread swapped the model out between
+    the load and the lock, it is loaded again. Do not load models inside the block.
+    """
+    while True:
+        loaded = load_model(model, **options)
+        with loaded.lock:
+            if not loaded.closed:
+                yield loaded
+                return
 
 
 def load_model(
@@ -123,6 +152,10 @@ def load_model(
     """
     global _current
     path = resolve_model(model).resolve()
+    requested = (path, n_ctx, n_threads, n_gpu_layers)
+    current = _current
+    if current is not None and current.requested == requested and not current.closed:
+        return current  # the same call as last time: no header re-read
     info = inspect_file(path)
     n_ctx = context_size(info, n_ctx)
     n_threads = n_threads or default_threads()
@@ -133,8 +166,7 @@ def load_model(
         if current is not None:
             if (current.path, current.n_ctx, current.n_threads, current.n_gpu_layers) == wanted:
                 return current
-            with current.lock:  # let a running generation finish before freeing its model
-                current.llama.close()
+            _close(current)  # waits for a running generation or benchmark to finish
             _current = None
         if not force:
             _check_memory(info, path, n_ctx)
@@ -157,5 +189,5 @@ def load_model(
                 hint="the file may be damaged (offgrid verify NAME) or use an architecture "
                 "this llama.cpp build does not support",
             ) from exc
-        _current = LoadedModel(path, llama, info, n_ctx, n_threads, n_gpu_layers)
+        _current = LoadedModel(path, llama, info, n_ctx, n_threads, n_gpu_layers, requested)
         return _current

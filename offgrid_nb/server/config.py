@@ -1,0 +1,45 @@
+"""The REST API's settings: one traitlets ``Configurable``, set like any Jupyter option.
+
+In ``jupyter_server_config.py``: ``c.OffgridAPI.max_download_jobs = 4``; on the command line:
+``jupyter server --OffgridAPI.models_dir=/data/models``. ``offgrid serve`` fills it from flags.
+"""
+
+from __future__ import annotations
+
+from traitlets import Int, Unicode
+from traitlets.config import Configurable
+
+
+class OffgridAPI(Configurable):
+    """Settings of offgrid_nb's ``/v1`` endpoints."""
+
+    models_dir = Unicode(
+        "",
+        help="Folder of local models (default: OFFGRID_MODELS_DIR, else the user data folder).",
+    ).tag(config=True)
+
+    max_download_jobs = Int(
+        2,
+        min=1,
+        help="Downloads that may run at once; one more is refused with 503 until one ends.",
+    ).tag(config=True)
+
+    max_queued_generations = Int(
+        4,
+        min=0,
+        help="Chat completions and benchmarks that may wait while the model is busy "
+        "(one runs at a time); one more is refused with 503.",
+    ).tag(config=True)
+
+    default_threads = Int(
+        0,
+        min=0,
+        help="CPU threads for benchmarks (0: the physical cores).",
+    ).tag(config=True)
+
+    max_search_limit = Int(
+        100,
+        min=1,
+        max=1000,
+        help="Largest `limit` a search may ask for (each result costs a request to the Hub).",
+    ).tag(config=True)

@@ -1,0 +1,302 @@
+"""The ``/v1`` handlers: one base class (auth, JSON bodies, one error mapping), thin endpoints.
+
+Each endpoint parses its input on the IOLoop (:mod:`.params`, fast and pure), runs one core
+call in a worker thread (:mod:`.state` via :func:`.threads.in_thread`) and renders the result
+(:mod:`.responses`). Only the IOLoop thread writes to the connection.
+
+The base class derives from jupyter_server's ``APIHandler`` in both servers: inside Jupyter it
+gets the token/cookie login, XSRF and origin checks; the standalone server
+(:mod:`.standalone`) mounts the same classes with its own identity provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from ..chat import Reply
+from ..download import select_variant
+from ..errors import NotFoundError, OffgridError
+from . import params, responses
+from .jobs import DownloadJob
+from .state import ApiState
+from .threads import in_thread
+
+AUTH_RESOURCE = "offgrid"
+
+
+class OffgridHandler(APIHandler):
+    """Base of every ``/v1`` handler: errors as ``{"error": {"message", "type", ...}}``."""
+
+    auth_resource = AUTH_RESOURCE
+
+    def initialize(self, api: ApiState) -> None:
+        """Tornado passes the server's shared state to every request."""
+        self.api = api
+        self.disconnected = threading.Event()  # set when the client goes away
+
+    def on_connection_close(self) -> None:
+        """The client went away: tell the worker thread (generation stops at its next token)."""
+        self.disconnected.set()
+
+    def body(self) -> params.Body:
+        """The request body as a JSON object (400 otherwise)."""
+        return params.json_object(self.request.body)
+
+    def query(self) -> dict[str, str]:
+        """The query arguments (the last value of each)."""
+        return {name: self.get_query_argument(name) for name in self.request.query_arguments}
+
+    def reply(self, data: responses.JSON, status: int = 200) -> None:
+        """Send ``data`` as JSON."""
+        self.set_status(status)
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """One mapping for every error: an OffgridError's ``http_status``, else tornado's."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, OffgridError):
+            status_code = exc.http_status
+            self.set_status(status_code)
+            body = responses.error(status_code, exc.message, exc=exc)
+        elif isinstance(exc, web.HTTPError) and exc.log_message:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+            body = responses.error(status_code, message)
+        else:
+            body = responses.error(status_code, HTTPStatus(status_code).phrase)
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="offgrid"')
+        self.finish(json.dumps(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """OffgridErrors are answers, not crashes: one line, no traceback."""
+        if isinstance(value, OffgridError):
+            self.log.info("%s %s -> %s", self.request.method, self.request.path, value)
+        else:
+            super().log_exception(typ, value, tb)
+
+
+class SearchHandler(OffgridHandler):
+    """``GET|POST /v1/search``: the Hub's GGUF models, filtered, scored."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """Filters in the query string."""
+        await self._search(self.query(), from_text=True)
+
+    @web.authenticated
+    @authorized("read")
+    async def post(self) -> None:
+        """Filters in a JSON body."""
+        await self._search(self.body(), from_text=False)
+
+    async def _search(self, values: dict[str, Any], *, from_text: bool) -> None:
+        limit = self.api.config.max_search_limit
+        options = params.search_query(values, from_text=from_text, max_limit=limit)
+        self.reply(await in_thread(self.api.search, **options))
+
+
+class InspectHandler(OffgridHandler):
+    """``GET /v1/inspect?repository=&file=[&n_ctx=&ram_gb=]``: header and memory estimate."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """Read the header over HTTP ranges (no download)."""
+        self.reply(await in_thread(self.api.inspect, **params.inspect_query(self.query())))
+
+
+class ModelsHandler(OffgridHandler):
+    """``GET /v1/models``: the local library, in OpenAI's list shape."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """List the models folder."""
+        self.reply(await in_thread(self.api.library))
+
+
+class DownloadHandler(OffgridHandler):
+    """``POST /v1/models/download``: start a download job (202 with its id)."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        """Pick the file now (errors answer at once), then download it in a job."""
+        repository, file_name, quantization = params.download_request(self.body())
+        variant = await in_thread(select_variant, repository, file_name, quant=quantization)
+        job = self.api.jobs.start(repository, variant.filename, self.api.models_dir)
+        self.set_header("Location", url_path_join(self.request.path, job.id))
+        self.reply(responses.download_job(job), status=202)
+
+
+class DownloadJobHandler(OffgridHandler):
+    """``GET|DELETE /v1/models/download/{id}``: progress; cancel (the partial stays)."""
+
+    def _job(self, job_id: str) -> DownloadJob:
+        job = self.api.jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"No download job {job_id!r}", hint="jobs are kept for a while")
+        return job
+
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        """Progress, or the outcome."""
+        self.reply(responses.download_job(self._job(job_id)))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, job_id: str) -> None:
+        """Ask the job to stop; its status is "cancelling" until its thread has stopped."""
+        job = self._job(job_id)
+        if not job.finished:
+            job.cancel.set()
+        self.reply(responses.download_job(job))
+
+
+def _generate(
+    reply: Reply, stop: threading.Event, send: Callable[[str], None] | None = None
+) -> None:
+    """Iterate ``reply`` (in a worker thread) until it ends or ``stop`` is set, passing each
+    piece to ``send``; then close it in this same thread, as the core requires."""
+    try:
+        if stop.is_set():
+            return
+        for piece in reply:
+            if send is not None:
+                send(piece)
+            if stop.is_set():
+                break
+    finally:
+        reply.close()
+
+
+class ChatHandler(OffgridHandler):
+    """``POST /v1/chat/completions``: OpenAI-compatible, whole or as server-sent events."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        """Answer one chat completion; model work waits its turn (503 past the queue bound)."""
+        request = params.chat_request(self.body())
+        completion = responses.Completion(request.model)
+        with self.api.gate.slot():
+            reply = await in_thread(self.api.start_reply, request)
+            if request.stream:
+                await self._stream(reply, completion, include_usage=request.include_usage)
+                return
+            await in_thread(_generate, reply, self.disconnected)
+        if not self.disconnected.is_set():
+            self.reply(completion.whole(reply))
+
+    async def _send(self, data: responses.JSON | str) -> None:
+        """One server-sent event; a failed flush means the client is gone."""
+        if self.disconnected.is_set():
+            return
+        text = data if isinstance(data, str) else json.dumps(data)
+        self.write(f"data: {text}\n\n")
+        try:
+            await self.flush()
+        except StreamClosedError:
+            self.disconnected.set()
+
+    async def _stream(
+        self, reply: Reply, completion: responses.Completion, *, include_usage: bool
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+
+        def send(piece: str) -> None:  # in the worker thread
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+        worker = in_thread(_generate, reply, self.disconnected, send)
+        worker.add_done_callback(lambda _: pieces.put_nowait(None))  # after every piece
+        await self._send(completion.chunk({"role": "assistant", "content": ""}))
+        piece: str | None = ""
+        while piece is not None:
+            text, piece = "", await pieces.get()
+            while piece is not None:  # what arrived meanwhile goes in one event
+                text += piece
+                if pieces.empty():
+                    break
+                piece = pieces.get_nowait()
+            if text:
+                await self._send(completion.chunk({"content": text}))
+        try:
+            await worker
+        except OffgridError as exc:
+            await self._send(responses.error(exc.http_status, exc.message, exc=exc))
+        else:
+            await self._send(completion.chunk({}, finish_reason=reply.finish_reason))
+            if include_usage:
+                await self._send(completion.usage_chunk(reply))
+        await self._send("[DONE]")
+        self.finish(set_content_type="text/event-stream")
+
+
+class BenchmarkHandler(OffgridHandler):
+    """``POST /v1/benchmark``: prompt and generation speed of a local model."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        """Run it (it waits its turn for the model like a chat completion)."""
+        options = params.benchmark_request(self.body())
+        with self.api.gate.slot():
+            result = await in_thread(self.api.benchmark, **options)
+        self.reply(result)
+
+
+class HealthHandler(OffgridHandler):
+    """``GET /v1/health``: version, loaded model, system figures, work in flight."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """Report."""
+        health = await in_thread(self.api.health)
+        health["downloads_running"] = len(self.api.jobs.running())
+        health["model_requests_in_flight"] = self.api.gate.in_flight
+        self.reply(health)
+
+
+class NotFoundHandler(OffgridHandler):
+    """Any other path (standalone server): a JSON 404 after authentication."""
+
+    async def prepare(self) -> None:
+        """Authenticate, then answer 404."""
+        await super().prepare()
+        raise web.HTTPError(404, f"No endpoint {self.request.path}")
+
+
+ENDPOINTS: list[tuple[str, type[OffgridHandler]]] = [
+    ("search", SearchHandler),
+    ("inspect", InspectHandler),
+    ("models", ModelsHandler),
+    ("models/download", DownloadHandler),
+    ("models/download/([^/]+)", DownloadJobHandler),
+    ("chat/completions", ChatHandler),
+    ("benchmark", BenchmarkHandler),
+    ("health", HealthHandler),
+]
+
+
+def routes(prefix: str, api: ApiState) -> list[tuple[str, type[OffgridHandler], dict[str, Any]]]:
+    """Tornado routes of every endpoint under ``{prefix}v1/``, sharing ``api``."""
+    return [
+        (url_path_join(prefix, "v1", path), handler, {"api": api}) for path, handler in ENDPOINTS
+    ]

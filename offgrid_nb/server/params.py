@@ -1,0 +1,277 @@
+"""Request parsing: JSON bodies and query strings to checked arguments for core calls.
+
+Everything here is pure and fast, so it runs on the IOLoop before any thread starts: bad input
+is answered with a 400 without leaving a job or a thread behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Any
+
+from ..chat import check_messages, check_options
+from ..errors import InvalidArgumentError, UnsafePathError
+
+Body = dict[str, Any]
+
+# JSON kinds a field may have; "size" is bytes (int) or text such as "4GB".
+_KINDS: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "bool": (bool,),
+    "number": (int, float),
+    "size": (int, str),
+    "object": (dict,),
+}
+_KIND_NAMES = {
+    "str": "a string",
+    "int": "a whole number",
+    "bool": "true or false",
+    "number": "a number",
+    "size": "a size in bytes or text such as 4GB",
+    "object": "an object",
+}
+_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+
+SEARCH_FIELDS = {
+    "query": "str",
+    "author": "str",
+    "quantization": "str",
+    "sort_by": "str",
+    "limit": "int",
+    "min_downloads": "int",
+    "max_size": "size",
+    "only_gguf": "bool",
+    "exclude_gated": "bool",
+    "ram_gb": "number",
+    "fits_only": "bool",
+}
+INSPECT_FIELDS = {"repository": "str", "file": "str", "n_ctx": "int", "ram_gb": "number"}
+SEARCH_ALIASES = {"sort": "sort_by"}
+AUTH_QUERY_ARGUMENTS = {"token", "_xsrf", "no_track_activity"}  # read by Jupyter, not by us
+DEFAULT_LIMIT = 20
+
+
+def json_object(body: bytes) -> Body:
+    """The request body as a JSON object.
+
+    Raises:
+        InvalidArgumentError: the body is empty, not JSON, or not an object.
+    """
+    try:
+        value = json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgumentError(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgumentError(
+            "The request body must be a JSON object", hint='e.g. {"model": "...", ...}'
+        )
+    return value
+
+
+def _is(value: Any, kind: str) -> bool:
+    if isinstance(value, bool) and kind != "bool":
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return isinstance(value, _KINDS[kind])
+
+
+def get(body: Body, name: str, kind: str, default: Any = None, *, required: bool = False) -> Any:
+    """``body[name]`` checked to be of ``kind`` (``None`` and absent give ``default``).
+
+    Raises:
+        InvalidArgumentError: a required field is missing, or a field has the wrong type.
+    """
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise InvalidArgumentError(f"Missing field: {name}")
+        return default
+    if not _is(value, kind):
+        raise InvalidArgumentError(f"Invalid {name}: {value!r} (must be {_KIND_NAMES[kind]})")
+    return value
+
+
+def _from_text(name: str, text: str, kind: str) -> Any:
+    """A query-string value converted to ``kind``."""
+    word = text.strip().lower()
+    if kind == "int" and word.lstrip("-").isdigit():
+        return int(word)
+    if kind == "number":
+        with contextlib.suppress(ValueError):
+            return float(word)
+    if kind == "bool" and word in _TRUE | _FALSE:
+        return word in _TRUE
+    if kind in ("str", "size"):
+        return text
+    raise InvalidArgumentError(f"Invalid {name}: {text!r} (must be {_KIND_NAMES[kind]})")
+
+
+def _check_known(names: set[str], known: set[str]) -> None:
+    unknown = sorted(names - known)
+    if unknown:
+        raise InvalidArgumentError(
+            f"Unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}",
+            hint=f"known: {', '.join(sorted(known))}",
+        )
+
+
+def read_fields(
+    values: dict[str, Any],
+    spec: dict[str, str],
+    *,
+    from_text: bool,
+    aliases: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The fields of ``spec`` (name -> kind) from a JSON object or a query string.
+
+    Args:
+        values: the JSON object, or the query arguments (name -> last value, as text).
+        spec: the known fields and their kinds; absent fields are ``None``.
+        from_text: the values are query-string text, to convert to their kinds.
+        aliases: other names accepted for some fields.
+
+    Raises:
+        InvalidArgumentError: unknown fields or wrong types.
+    """
+    aliases = aliases or {}
+    if from_text:
+        values = {k: v for k, v in values.items() if k not in AUTH_QUERY_ARGUMENTS}
+    _check_known(set(values), set(spec) | set(aliases))
+    body = {aliases.get(k, k): v for k, v in values.items()}
+    if from_text:
+        body = {k: _from_text(k, v, spec[k]) for k, v in body.items()}
+    return {name: get(body, name, kind) for name, kind in spec.items()}
+
+
+def search_query(values: dict[str, Any], *, from_text: bool, max_limit: int) -> dict[str, Any]:
+    """Keyword arguments for :func:`offgrid_nb.hub.search` (see :func:`read_fields`).
+
+    Raises:
+        InvalidArgumentError: unknown fields, wrong types, or a limit outside 1..max_limit.
+    """
+    fields = read_fields(values, SEARCH_FIELDS, from_text=from_text, aliases=SEARCH_ALIASES)
+    limit = DEFAULT_LIMIT if fields["limit"] is None else fields["limit"]
+    if not 1 <= limit <= max_limit:
+        raise InvalidArgumentError(f"Invalid limit: {limit} (must be from 1 to {max_limit})")
+    exclude_gated = fields["exclude_gated"]
+    return {
+        "query": fields["query"],
+        "author": fields["author"],
+        "quant": fields["quantization"],
+        "sort": fields["sort_by"] or "downloads",
+        "limit": limit,
+        "include_gated": exclude_gated is False,
+        "min_downloads": fields["min_downloads"] or 0,
+        "max_size": fields["max_size"],
+        "only_gguf": fields["only_gguf"] is not False,
+        "ram_gb": fields["ram_gb"],
+        "fits_only": bool(fields["fits_only"]),
+    }
+
+
+def inspect_query(values: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for ``GET /v1/inspect`` from its query string.
+
+    Raises:
+        InvalidArgumentError: missing repository or file, unknown fields, wrong types.
+    """
+    fields = read_fields(values, INSPECT_FIELDS, from_text=True)
+    for name in ("repository", "file"):
+        get(fields, name, "str", required=True)
+    return fields
+
+
+def model_name(body: Body) -> str:
+    """The ``model`` field: a library model's name, never a path outside the models folder.
+
+    Raises:
+        InvalidArgumentError: missing or not a string.
+        UnsafePathError: absolute, ``~``, ``..``, backslashes or NUL.
+    """
+    name = get(body, "model", "str", required=True).strip()
+    parts = name.split("/")
+    if (
+        not name
+        or "\\" in name
+        or "\0" in name
+        or name.startswith("~")
+        or PurePosixPath(name).is_absolute()
+        or PureWindowsPath(name).anchor
+        or any(part in (".", "..") for part in parts)
+    ):
+        raise UnsafePathError(
+            f"Invalid model: {name!r}",
+            hint="give a model's id as GET /v1/models lists it, not a path",
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A checked OpenAI chat completion request (fields we do not use are ignored)."""
+
+    model: str
+    messages: list[dict[str, str]]
+    stream: bool
+    include_usage: bool
+    temperature: float
+    max_tokens: int
+    seed: int | None
+
+
+def chat_request(body: Body) -> ChatRequest:
+    """Parse ``POST /v1/chat/completions``.
+
+    Raises:
+        InvalidArgumentError: bad model, messages or options.
+    """
+    max_tokens = get(body, "max_completion_tokens", "int")
+    if max_tokens is None:
+        max_tokens = get(body, "max_tokens", "int", 512)
+    temperature = get(body, "temperature", "number", 0.7)
+    check_options(temperature=temperature, max_tokens=max_tokens)
+    options = get(body, "stream_options", "object", {})
+    return ChatRequest(
+        model=model_name(body),
+        messages=check_messages(body.get("messages")),
+        stream=get(body, "stream", "bool", False),
+        include_usage=get(options, "include_usage", "bool", False),
+        temperature=float(temperature),
+        max_tokens=max_tokens,
+        seed=get(body, "seed", "int"),
+    )
+
+
+def benchmark_request(body: Body) -> dict[str, Any]:
+    """Keyword arguments for :func:`offgrid_nb.bench.benchmark` (``model`` included).
+
+    Raises:
+        InvalidArgumentError: bad model or counts (the core checks the ranges).
+    """
+    return {
+        "model": model_name(body),
+        "prompt_tokens": get(body, "prompt_tokens", "int", 512),
+        "output_tokens": get(body, "output_tokens", "int", 128),
+        "iterations": get(body, "iterations", "int", 3),
+        "warmup": get(body, "warmup", "bool", True),
+    }
+
+
+def download_request(body: Body) -> tuple[str, str | None, str | None]:
+    """``(repository, file_name, quantization)`` of ``POST /v1/models/download``.
+
+    Raises:
+        InvalidArgumentError: missing repository, wrong types, or both file_name and quantization.
+    """
+    repository = get(body, "repository", "str", required=True)
+    file_name = get(body, "file_name", "str")
+    quantization = get(body, "quantization", "str")
+    if file_name is not None and quantization is not None:
+        raise InvalidArgumentError("Give either file_name or quantization, not both")
+    return repository, file_name, quantization

@@ -1,0 +1,241 @@
+"""JSON shapes of the ``/v1`` responses, each built in one place from core results."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from ..chat import Reply, Usage
+    from ..engine import LoadedModel
+    from ..errors import OffgridError
+    from ..fit import MemoryEstimate
+    from ..gguf_info import GGUFInfo
+    from .jobs import DownloadJob
+
+JSON = dict[str, Any]
+
+# OpenAI-style error types by status; the exception class goes in "code".
+_ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    503: "overloaded_error",
+}
+
+
+def error(status: int, message: str, *, exc: OffgridError | None = None) -> JSON:
+    """``{"error": {"message", "type", "code"[, "hint", "candidates"]}}``."""
+    fallback = "server_error" if status >= 500 else "invalid_request_error"
+    body: JSON = {
+        "message": message,
+        "type": _ERROR_TYPES.get(status, fallback),
+        "code": type(exc).__name__ if exc is not None else HTTPStatus(status).phrase,
+    }
+    if exc is not None and exc.hint:
+        body["hint"] = exc.hint
+    if exc is not None and getattr(exc, "candidates", None):
+        body["candidates"] = exc.candidates  # type: ignore[attr-defined]
+    return {"error": body}
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe value: NaN/NaT and missing values become ``None``."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value is pd.NaT or value is pd.NA:
+        return None
+    return value
+
+
+def _records(df: pd.DataFrame) -> list[JSON]:
+    """Rows as dicts of JSON-safe values (several times faster than ``df.to_dict``)."""
+    bare = df.copy(deep=False)
+    bare.attrs = {}  # pandas deep-copies attrs into every column it hands out
+    columns = [bare[name].tolist() for name in df.columns]
+    return [
+        {name: _plain(value) for name, value in zip(df.columns, values, strict=True)}
+        for values in zip(*columns, strict=True)
+    ]
+
+
+def search_results(df: pd.DataFrame) -> JSON:
+    """A :func:`offgrid_nb.hub.search` DataFrame in OffGrid LLM's ``/v1/search`` shape."""
+    results = []
+    for row in _records(df):
+        result: JSON = {
+            "model": {
+                key: row[key]
+                for key in ("id", "downloads", "likes", "tags", "library_name", "pipeline_tag")
+            },
+            "gguf_files": [
+                {
+                    "filename": v["filename"],
+                    "size": v["size"],
+                    "size_gb": v["size_gb"],
+                    "quantization": v["quant"],
+                    "parameter_size": v["param_size"],
+                    "is_chat": v["is_chat"],
+                    "download_url": v["download_url"],
+                }
+                for v in row["variants"]
+            ],
+            "best_variant": {
+                "filename": row["best_file"],
+                "quantization": row["best_quant"],
+                "size_gb": row["best_size_gb"],
+            }
+            if row["best_file"]
+            else None,
+            "score": row["score"],
+        }
+        if "fits" in row:
+            result["fits"] = row["fits"]
+            result["total_gb"] = row["total_gb"]
+        results.append(result)
+    return {"total": int(df.attrs.get("total", len(df))), "results": results}
+
+
+def model_ids(df: pd.DataFrame, root: Path) -> list[str]:
+    """Ids for :func:`offgrid_nb.library.list_models` rows: the name, or the path in the
+    models folder when several models share a name (both resolve back to the model)."""
+    repeated = df["name"].duplicated(keep=False)
+    return [
+        Path(path).relative_to(root).as_posix() if twin else name
+        for name, path, twin in zip(df["name"], df["path"], repeated, strict=True)
+    ]
+
+
+def model_list(df: pd.DataFrame, root: Path, loaded: LoadedModel | None) -> JSON:
+    """The local library in OpenAI's ``GET /v1/models`` shape, plus size and quantization."""
+    data = []
+    for model_id, row in zip(model_ids(df, root), _records(df), strict=True):
+        path = Path(row["path"])
+        created = row["downloaded_at"].timestamp() if row["downloaded_at"] else path.stat().st_mtime
+        data.append(
+            {
+                "id": model_id,
+                "object": "model",
+                "created": int(created),
+                "owned_by": (row["repo_id"] or "local").split("/")[0],
+                "size": row["size"],
+                "size_gb": row["size"] / 1e9,
+                "quantization": row["quant"],
+                "parameter_size": row["param_size"],
+                "repo_id": row["repo_id"],
+                "loaded": loaded is not None and loaded.path == path.resolve(),
+            }
+        )
+    return {"object": "list", "data": data}
+
+
+def download_job(job: DownloadJob) -> JSON:
+    """A download job's progress, or its outcome."""
+    progress, failure = job.progress, job.error
+    return {
+        "id": job.id,
+        "repository": job.repository,
+        "file_name": job.file_name,
+        "status": job.status,
+        "bytes": progress.bytes_done if progress else 0,
+        "total": progress.total if progress else None,
+        "speed": progress.speed if progress else 0.0,
+        "eta": progress.eta if progress else None,
+        "fraction": progress.fraction if progress else None,
+        "model": job.model,
+        "error": error(failure.http_status, failure.message, exc=failure)["error"]
+        if failure
+        else None,
+    }
+
+
+def inspection(
+    repository: str,
+    file: str,
+    info: GGUFInfo,
+    estimate: MemoryEstimate | None,
+    verdict: str | None,
+    failure: OffgridError | None,
+) -> JSON:
+    """``/v1/inspect``: the header summary, the memory estimate and the verdict."""
+    memory = None
+    if estimate is not None:
+        memory = {**asdict(estimate), "total_gb": estimate.total_gb}
+    return {
+        "repository": repository,
+        "file": file,
+        "header": info.to_dict(),
+        "memory": memory,
+        "fits": verdict,
+        "memory_error": failure
+        and error(failure.http_status, failure.message, exc=failure)["error"],
+    }
+
+
+def loaded_model(loaded: LoadedModel | None) -> JSON | None:
+    """What llama.cpp holds now."""
+    if loaded is None:
+        return None
+    return {
+        "name": loaded.name,
+        "quantization": loaded.info.quant,
+        "n_ctx": loaded.n_ctx,
+        "n_threads": loaded.n_threads,
+        "n_gpu_layers": loaded.n_gpu_layers,
+    }
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One OpenAI chat completion being answered: whole, or as ``chat.completion.chunk``\\s."""
+
+    model: str
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def _head(self, kind: str) -> JSON:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+
+    @staticmethod
+    def _usage(usage: Usage | None) -> JSON:
+        prompt = usage.prompt_tokens if usage else 0
+        completion = usage.completion_tokens if usage else 0
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    def whole(self, reply: Reply) -> JSON:
+        """The non-streaming answer."""
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": reply.text},
+            "finish_reason": reply.finish_reason,
+        }
+        return {
+            **self._head("chat.completion"),
+            "choices": [choice],
+            "usage": self._usage(reply.usage),
+        }
+
+    def chunk(self, delta: JSON, finish_reason: str | None = None) -> JSON:
+        """One streamed piece (``delta`` is ``{"role"?, "content"?}``)."""
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        return {**self._head("chat.completion.chunk"), "choices": [choice]}
+
+    def usage_chunk(self, reply: Reply) -> JSON:
+        """The last chunk when ``stream_options.include_usage`` is set."""
+        return {
+            **self._head("chat.completion.chunk"),
+            "choices": [],
+            "usage": self._usage(reply.usage),
+        }

@@ -1,0 +1,145 @@
+"""The quickstart seen in a real browser: JupyterLab driven by Debian's Chromium via Playwright.
+
+Runs the notebook with the Run menu, as a user would, and checks what the user would see: the
+panels rendered (no "Error displaying widget"), the search table has rows, the chat panel shows
+a reply, the benchmark panel shows its chart, no cell wrote to stderr. Screenshots go to
+``test-artifacts/browser/``. Skipped without ``/usr/bin/chromium`` or the ``playwright``
+package (``.ci/run`` installs both; never a downloaded browser).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from offgrid_nb.mirror import MirrorServer
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+WAIT_MS = 90_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin"),
+]
+
+
+@pytest.fixture(scope="session")
+def mirror(notebook_hub_root: Path) -> Iterator[MirrorServer]:
+    """Serve the notebooks' repos instead of the tests' (``hub`` points everything at it)."""
+    with MirrorServer(notebook_hub_root) as server:
+        yield server
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[sync_api.Page]:
+    """A page of a fresh headless Chromium profile."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=FLAGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            yield browser.pages[0] if browser.pages else browser.new_page()
+        finally:
+            browser.close()
+
+
+def shoot(target: sync_api.Page | sync_api.Locator, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    target.screenshot(path=ARTIFACTS / f"{name}.png")
+
+
+def test_quickstart_panels_render_and_work_in_jupyterlab(jupyter_lab, page):
+    # Every cell in the DOM (no windowing), so off-screen outputs can be checked too.
+    tracker = Path(os.environ["JUPYTERLAB_SETTINGS_DIR"]) / "@jupyterlab/notebook-extension"
+    tracker.mkdir(parents=True)
+    (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    shutil.copy(ROOT / "notebooks" / "01_quickstart.ipynb", jupyter_lab.root)
+
+    try:
+        run_all(page, jupyter_lab.page("lab/tree/01_quickstart.ipynb"))
+        check_panels(page)
+        use_the_app(page)
+    finally:
+        shoot(page, "99-last")
+        shutil.copy(jupyter_lab.log, ARTIFACTS / "jupyterlab.log")
+
+
+def idle(page: sync_api.Page) -> None:
+    """Wait until the notebook's kernel is idle (the status bar says so)."""
+    page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\| Idle")).wait_for(timeout=WAIT_MS)
+
+
+def run_all(page: sync_api.Page, url: str) -> None:
+    """Open the notebook and run every cell through the Run menu."""
+    page.goto(url)
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=WAIT_MS)
+    idle(page)
+    shoot(page, "01-opened")
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    page.locator(".offgrid-app").wait_for(timeout=WAIT_MS)  # the last cell: og.panel()
+    idle(page)
+
+
+def check_panels(page: sync_api.Page) -> None:
+    """The panels rendered and did their work; screenshots of each."""
+    search = page.locator(".offgrid-search").first
+    rows = search.locator("table tbody tr")
+    rows.first.wait_for(timeout=WAIT_MS)
+    reply = page.locator(".offgrid-chat .offgrid-message.assistant").first
+    reply.wait_for(timeout=WAIT_MS)
+    page.locator(".offgrid-benchmark img").first.wait_for(timeout=WAIT_MS)
+
+    shoot(search, "02-search-panel")
+    shoot(page.locator(".offgrid-download").nth(1), "03-download-panel")
+    shoot(page.locator(".offgrid-chat").first, "04-chat-panel")
+    shoot(page.locator(".offgrid-benchmark").first, "05-benchmark-panel")
+    shoot(page.locator(".offgrid-app"), "06-app")
+
+    assert page.get_by_text("Error displaying widget").count() == 0
+    assert rows.count() >= 1
+    assert "Qwen/Qwen2.5-0.5B-Instruct-GGUF" in rows.first.inner_text()
+    assert search.get_by_role("button", name="Download").count() >= 2  # one per variant
+    assert reply.inner_text().removeprefix("Assistant").strip()
+    assert page.locator(".offgrid-error").count() == 0
+    assert page.locator('[data-mime-type="application/vnd.jupyter.stderr"]').count() == 0
+
+
+def use_the_app(page: sync_api.Page) -> None:
+    """Type and click in the tabbed app, as a user would: a search, then a chat message."""
+    app = page.locator(".offgrid-app")
+    app.get_by_placeholder("e.g. qwen 0.5b").fill("Qwen2.5")
+    app.get_by_role("button", name="Search").click()
+    rows = app.locator(".offgrid-search table tbody tr")
+    rows.first.wait_for(timeout=WAIT_MS)
+    app.get_by_role("button", name="Download").nth(1).wait_for(timeout=WAIT_MS)  # variants
+    shoot(app, "07-app-search")
+    assert rows.count() == 2
+
+    app.get_by_role("tab", name="Chat").click()
+    app.get_by_placeholder("Message").fill("Hello from the browser")
+    app.get_by_role("button", name="Send").click()
+    reply = app.locator(".offgrid-chat .offgrid-message.assistant")
+    reply.wait_for(timeout=WAIT_MS)
+    app.get_by_text("tokens/s").wait_for(timeout=WAIT_MS)  # the reply is complete
+    shoot(app, "08-app-chat")
+    sent = app.locator(".offgrid-chat .offgrid-message.user").inner_text()
+    assert "Hello from the browser" in sent

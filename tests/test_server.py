@@ -1,0 +1,538 @@
+"""The REST API: inside Jupyter (pytest-jupyter's server, non-root base_url) and standalone.
+
+Both servers run on the test's event loop, so clients here are asynchronous (``jp_fetch``,
+tornado's client, ``openai.AsyncOpenAI``); the real ``offgrid serve`` runs in a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import openai
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+from traitlets.config import Config
+
+from offgrid_nb.engine import loaded_model, unload_model
+from offgrid_nb.mirror import MirrorServer
+from offgrid_nb.server import ApiState, OffgridAPI
+from offgrid_nb.server.standalone import make_app
+
+REPO = "offgrid-test/tiny-llama-GGUF"
+FILE = "tiny-llama-F32.gguf"
+MODEL = "tiny-llama-F32"
+HELLO = [{"role": "user", "content": "Hello"}]
+TOKEN = "secret-test-token"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def jp_server_config():
+    return Config(
+        {
+            "ServerApp": {"jpserver_extensions": {"offgrid_nb": True}},
+            "OffgridAPI": {
+                "max_queued_generations": 0,
+                "max_download_jobs": 1,
+                "default_threads": 1,  # benchmarks leave a core to the IOLoop
+            },
+        }
+    )
+
+
+@pytest.fixture
+def library(hub, tiny_model, tmp_path):
+    """The models folder ``hub`` set (OFFGRID_MODELS_DIR), holding the tiny model."""
+    folder = tmp_path / "models" / "local"
+    folder.mkdir(parents=True)
+    shutil.copyfile(tiny_model, folder / FILE)
+    yield folder.parent
+    unload_model()
+
+
+@pytest.fixture
+def api(jp_serverapp) -> ApiState:
+    return jp_serverapp.web_app.settings["offgrid_api"]
+
+
+@pytest.fixture
+def fetch(jp_fetch):
+    """``(status, JSON)`` of a request to ``{base_url}offgrid/v1/{path}``; never raises."""
+
+    async def fetch(method, path, body=None, *, raw=None, headers=None, **params):
+        if body is not None:
+            raw = json.dumps(body)
+        response = await jp_fetch(
+            "offgrid",
+            "v1",
+            *path.split("/"),
+            method=method,
+            body=raw,
+            params=params,
+            headers=headers,
+            raise_error=False,
+            allow_nonstandard_methods=True,
+            request_timeout=120,  # a loaded machine runs llama.cpp slowly
+        )
+        return response.code, json.loads(response.body or b"null")
+
+    return fetch
+
+
+async def wait_for(condition, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def poll_job(fetch, job_id, until=("done", "failed", "cancelled")):
+    for _ in range(300):
+        _, job = await fetch("GET", f"models/download/{job_id}")
+        if job["status"] in until:
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job still {job['status']}")
+
+
+def test_the_extension_is_enabled_on_install():
+    enable = json.loads((ROOT / "extension/jupyter_server_config.d/offgrid_nb.json").read_text())
+    assert enable == {"ServerApp": {"jpserver_extensions": {"offgrid_nb": True}}}
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    shared = '"extension/jupyter_server_config.d" = "etc/jupyter/jupyter_server_config.d"'
+    assert shared in pyproject
+
+
+async def test_health_under_a_non_root_base_url(fetch, jp_base_url, hub):
+    assert jp_base_url != "/"
+    status, health = await fetch("GET", "health")
+    assert status == 200
+    assert health["status"] == "ok"
+    assert health["version"]
+    assert health["loaded_model"] is None or health["loaded_model"]["name"]
+    assert health["system"]["logical_cores"] >= 1
+    assert health["model_requests_in_flight"] == 0
+
+
+async def test_requests_without_the_token_get_403(fetch, hub):
+    no_token = {"Authorization": ""}
+    for method, path, body in [
+        ("GET", "health", None),
+        ("GET", "models", None),
+        ("POST", "search", {}),
+        ("POST", "chat/completions", {"model": MODEL, "messages": HELLO}),
+        ("DELETE", "models/download/abc", None),
+    ]:
+        status, answer = await fetch(method, path, body, headers=no_token)
+        assert status == 403, path
+        assert answer["error"]["type"] == "permission_error"
+
+
+async def test_browser_posts_need_the_xsrf_token(jp_fetch, fetch, hub):
+    login = await jp_fetch("offgrid", "v1", "health")  # token-authenticated: sets the cookie
+    cookies = [c.split(";")[0] for c in login.headers.get_list("Set-Cookie")]
+    assert cookies, "no login cookie"
+    browser = {"Authorization": "", "Cookie": "; ".join([*cookies, "_xsrf=abc"])}
+
+    status, answer = await fetch("POST", "search", {"limit": 1}, headers=browser)
+    assert status == 403
+    assert "xsrf" in answer["error"]["message"].lower()
+    status, answer = await fetch(
+        "POST", "search", {"limit": 1}, headers={**browser, "X-XSRFToken": "abc"}
+    )
+    assert status == 200, answer
+
+
+SEARCHES = [  # (filters, repo ids in order)
+    ({}, ["TheBloke/Llama-2-7B-Chat-GGUF", "bartowski/Qwen2.5-7B-Instruct-GGUF",
+          "unsloth/Qwen3-30B-A3B-GGUF", REPO]),
+    ({"query": "qwen"}, ["bartowski/Qwen2.5-7B-Instruct-GGUF", "unsloth/Qwen3-30B-A3B-GGUF"]),
+    ({"author": "unsloth"}, ["unsloth/Qwen3-30B-A3B-GGUF"]),
+    ({"quantization": "Q4_K_M"}, ["TheBloke/Llama-2-7B-Chat-GGUF",
+                                  "bartowski/Qwen2.5-7B-Instruct-GGUF"]),
+    ({"min_downloads": 1_000_000}, ["TheBloke/Llama-2-7B-Chat-GGUF"]),
+    ({"max_size": 3000}, ["TheBloke/Llama-2-7B-Chat-GGUF"]),
+    ({"sort_by": "likes", "limit": 2}, ["TheBloke/Llama-2-7B-Chat-GGUF",
+                                        "bartowski/Qwen2.5-7B-Instruct-GGUF"]),
+    ({"exclude_gated": False, "limit": 1}, ["meta-llama/Llama-3.2-1B-Instruct-GGUF"]),
+    ({"only_gguf": False, "limit": 1}, ["someone/plain-safetensors"]),
+]  # fmt: skip
+
+
+async def test_every_search_filter_works_in_both_forms(fetch, hub):
+    for filters, expected in SEARCHES:
+        status, posted = await fetch("POST", "search", filters)
+        assert status == 200, (filters, posted)
+        assert [r["model"]["id"] for r in posted["results"]] == expected, filters
+        assert posted["total"] == len(expected)
+        query = {("sort" if k == "sort_by" else k): str(v).lower() for k, v in filters.items()}
+        status, got = await fetch("GET", "search", **query)
+        assert status == 200, (query, got)
+        assert got == posted, filters
+
+
+async def test_search_results_have_offgrids_shape(fetch, hub):
+    status, found = await fetch("GET", "search", query="Llama-2", max_size="3KB")
+    assert status == 200
+    (result,) = found["results"]
+    model = result["model"]
+    assert model.pop("tags")[0] == "llama"
+    assert model == {
+        "id": "TheBloke/Llama-2-7B-Chat-GGUF",
+        "downloads": 2_500_000,
+        "likes": 342,
+        "library_name": None,
+        "pipeline_tag": None,
+    }
+    (variant,) = result["gguf_files"]  # only the file under 3 KB
+    assert variant["filename"] == "llama-2-7b-chat.Q2_K.gguf"
+    assert variant["size"] == 2800
+    assert variant["quantization"] == "Q2_K"
+    assert variant["download_url"].startswith(hub.url)
+    assert set(variant) == {
+        "filename", "size", "size_gb", "quantization", "parameter_size", "is_chat", "download_url"
+    }  # fmt: skip
+    assert result["best_variant"] == {
+        "filename": "llama-2-7b-chat.Q2_K.gguf",
+        "quantization": "Q2_K",
+        "size_gb": 2800 / 1e9,
+    }
+    assert result["score"] > 0
+
+
+async def test_search_and_inspect_say_what_fits(fetch, hub):
+    status, found = await fetch("GET", "search", query="tiny", ram_gb="8")
+    assert status == 200, found
+    assert found["results"][0]["fits"] == "fits"
+    status, info = await fetch("GET", "inspect", repository=REPO, file=FILE, ram_gb="0.001")
+    assert status == 200, info
+    assert info["header"]["architecture"] == "llama"
+    assert info["memory"]["total_bytes"] > info["memory"]["weights_bytes"] > 0
+    assert info["fits"] == "too large"  # 1 MB of RAM
+
+
+async def test_local_models_in_openais_list_shape(fetch, library):
+    status, listed = await fetch("GET", "models")
+    assert status == 200
+    assert listed["object"] == "list"
+    (model,) = listed["data"]
+    assert model["id"] == MODEL
+    assert model["object"] == "model"
+    assert isinstance(model["created"], int)
+    assert model["size"] == (library / "local" / FILE).stat().st_size
+    assert model["quantization"] == "F32"
+    assert model["loaded"] is False
+
+
+async def test_chat_completion_whole_and_streamed(fetch, jp_fetch, library, api):
+    request = {"model": MODEL, "messages": HELLO, "max_tokens": 6, "temperature": 0}
+    status, whole = await fetch("POST", "chat/completions", request)
+    assert status == 200, whole
+    assert whole["object"] == "chat.completion"
+    assert whole["model"] == MODEL
+    (choice,) = whole["choices"]
+    assert choice["message"]["role"] == "assistant"
+    assert choice["finish_reason"] in ("stop", "length")
+    usage = whole["usage"]
+    assert 0 < usage["completion_tokens"] <= 6
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+    stream = {**request, "stream": True, "stream_options": {"include_usage": True}}
+    response: HTTPResponse = await jp_fetch(
+        "offgrid", "v1", "chat", "completions", method="POST", body=json.dumps(stream)
+    )
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    events = [e.removeprefix("data: ") for e in response.body.decode().split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == choice["message"]["content"]  # greedy: the same reply
+    assert chunks[-2]["choices"][0]["finish_reason"] == choice["finish_reason"]
+    assert chunks[-1]["usage"] == usage
+    assert api.gate.in_flight == 0
+
+
+@pytest.fixture
+def jupyter_v1(jp_serverapp, http_server, jp_http_port, jp_base_url):
+    """The URL of our endpoints in the running Jupyter server, for clients other than jp_fetch."""
+    return f"http://127.0.0.1:{jp_http_port}{jp_base_url}offgrid/v1"
+
+
+async def test_the_openai_client_works_unchanged(jupyter_v1, jp_serverapp, library):
+    await check_openai_client(jupyter_v1, jp_serverapp.identity_provider.token)
+    anonymous = openai.AsyncOpenAI(base_url=jupyter_v1, api_key="wrong", max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        await anonymous.models.list()
+
+
+async def check_openai_client(base_url, api_key):
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+    assert [m.id async for m in client.models.list()] == [MODEL]
+    options = {"model": MODEL, "messages": HELLO, "max_tokens": 5, "temperature": 0}
+    whole = await client.chat.completions.create(**options)
+    assert whole.choices[0].message.role == "assistant"
+    assert whole.usage.completion_tokens <= 5
+    stream = await client.chat.completions.create(**options, stream=True)
+    pieces = [chunk.choices[0].delta.content or "" async for chunk in stream]
+    assert "".join(pieces) == whole.choices[0].message.content
+    with pytest.raises(openai.NotFoundError, match="No local model matches"):
+        await client.chat.completions.create(**{**options, "model": "no-such-model"})
+
+
+async def test_a_disconnected_stream_stops_generating_and_frees_the_model(
+    jupyter_v1, jp_serverapp, library, api, monkeypatch
+):
+    replies = []  # what the server generates, to see how each reply ended
+    start_reply = api.start_reply
+
+    def recording(request):
+        replies.append(start_reply(request))
+        return replies[-1]
+
+    monkeypatch.setattr(api, "start_reply", recording)
+    token = jp_serverapp.identity_provider.token
+    client = openai.AsyncOpenAI(base_url=jupyter_v1, api_key=token, max_retries=0)
+    options = {"model": MODEL, "messages": HELLO, "temperature": 0}
+    stream = await client.chat.completions.create(**options, max_tokens=1500, stream=True)
+    async for chunk in stream:
+        if chunk.choices[0].delta.content:
+            break  # generating now
+    # One generation at a time and no queue (max_queued_generations = 0): the next is refused.
+    with pytest.raises(openai.APIStatusError, match="busy") as refused:
+        await client.chat.completions.create(**options, max_tokens=2)
+    assert refused.value.status_code == 503
+    await stream.close()
+    await wait_for(lambda: api.gate.in_flight == 0)
+    assert replies[0].finish_reason == "cancelled"
+    assert replies[0].usage.completion_tokens < 1500
+    assert not loaded_model().lock.locked()
+    whole = await client.chat.completions.create(**options, max_tokens=2)
+    assert whole.choices[0].finish_reason in ("stop", "length")
+
+
+async def test_benchmark_returns_the_benchmark_json(fetch, library):
+    request = {"model": MODEL, "prompt_tokens": 8, "output_tokens": 4, "iterations": 2}
+    status, result = await fetch("POST", "benchmark", {**request, "warmup": False})
+    assert status == 200, result
+    assert result["model"] == MODEL
+    assert result["config"]["prompt_tokens"] == 8
+    assert len(result["results"]["runs"]) == 2
+    assert result["results"]["avg_generation_tokens_per_sec"] > 0
+    assert result["system"]["threads_used"] == 1  # OffgridAPI.default_threads
+
+
+async def test_jupyter_answers_while_a_benchmark_runs(fetch, jp_fetch, library):
+    request = {"model": MODEL, "prompt_tokens": 512, "output_tokens": 128, "iterations": 2}
+    benchmark = asyncio.ensure_future(fetch("POST", "benchmark", request))
+    await wait_for(lambda: loaded_model() is not None and loaded_model().lock.locked())
+    latencies, served_while_busy = [], 0
+    while not benchmark.done():
+        started = time.perf_counter()
+        await jp_fetch("api", "status")
+        latencies.append(time.perf_counter() - started)
+        served_while_busy += loaded_model().lock.locked()  # llama.cpp is still measuring
+        await asyncio.sleep(0.02)
+    status, _ = await benchmark
+    assert status == 200
+    assert served_while_busy >= 3, served_while_busy  # a blocked IOLoop answers none
+    assert sorted(latencies)[len(latencies) // 2] < 0.2, latencies
+
+
+async def test_download_job_progress_and_the_model_appears(fetch, hub, api):
+    status, job = await fetch(
+        "POST", "models/download", {"repository": REPO, "quantization": "F32"}
+    )
+    assert status == 202, job
+    assert job["file_name"] == FILE
+    done = await poll_job(fetch, job["id"])
+    assert done["status"] == "done", done
+    assert done["bytes"] == done["total"] > 0
+    assert done["error"] is None
+    assert done["model"] == MODEL
+    _, listed = await fetch("GET", "models")
+    assert [m["id"] for m in listed["data"]] == [MODEL]
+    assert listed["data"][0]["repo_id"] == REPO
+    assert not api.jobs.running()
+
+
+async def test_cancel_keeps_the_partial_and_one_download_at_a_time(
+    fetch, hub, hub_root, monkeypatch, tmp_path, api
+):
+    with MirrorServer(hub_root, latency_ms=400) as slow:  # each request waits 0.4 s
+        monkeypatch.setenv("HF_ENDPOINT", slow.url)
+        other = {"repository": "TheBloke/Llama-2-7B-Chat-GGUF", "quantization": "Q2_K"}
+        status, small = await fetch("POST", "models/download", other)
+        assert status == 202
+        assert (await poll_job(fetch, small["id"]))["status"] == "done"
+
+        status, job = await fetch("POST", "models/download", {"repository": REPO})
+        assert status == 202, job
+        status, same = await fetch("POST", "models/download", {"repository": REPO})
+        assert (status, same["id"]) == (202, job["id"])  # the running job, not a second one
+        status, busy = await fetch("POST", "models/download", other)
+        assert status == 503  # max_download_jobs = 1
+        assert busy["error"]["type"] == "overloaded_error"
+
+        await poll_job(fetch, job["id"], until=("downloading",))  # its GET is on the way
+        status, cancelling = await fetch("DELETE", f"models/download/{job['id']}")
+        assert status == 200
+        assert cancelling["status"] in ("cancelling", "cancelled")
+        cancelled = await poll_job(fetch, job["id"])
+        assert cancelled["status"] == "cancelled"
+        assert cancelled["error"]["code"] == "DownloadCancelledError"
+        partial = tmp_path / "models" / REPO / f"{FILE}.part"
+        assert 0 < partial.stat().st_size < cancelled["total"]
+
+        status, again = await fetch("POST", "models/download", {"repository": REPO})
+        assert status == 202
+        done = await poll_job(fetch, again["id"])
+        assert done["status"] == "done", done
+        assert not partial.exists()
+    assert not api.jobs.running()
+
+
+BAD_REQUESTS = [  # (method, path, body or raw text or query, status, words in the message)
+    ("POST", "search", "{not json", 400, "not valid JSON"),
+    ("POST", "search", "[1, 2]", 400, "JSON object"),
+    ("POST", "search", {"limit": "5"}, 400, "Invalid limit"),
+    ("POST", "search", {"limit": 0}, 400, "Invalid limit"),
+    ("POST", "search", {"limit": 101}, 400, "from 1 to 100"),
+    ("POST", "search", {"sort_by": "banana"}, 400, "Invalid sort"),
+    ("POST", "search", {"quant": "Q4_K_M"}, 400, "Unknown field: quant"),
+    ("POST", "search", {"exclude_gated": "no"}, 400, "Invalid exclude_gated"),
+    ("GET", "search", {"limit": "-1"}, 400, "Invalid limit"),
+    ("GET", "search", {"limit": "many"}, 400, "Invalid limit"),
+    ("GET", "search", {"sort": "banana"}, 400, "Invalid sort"),
+    ("GET", "search", {"max_size": "huge"}, 400, "huge"),
+    ("GET", "inspect", {"repository": REPO}, 400, "Missing field: file"),
+    ("POST", "chat/completions", {"messages": HELLO}, 400, "Missing field: model"),
+    ("POST", "chat/completions", {"model": 5, "messages": HELLO}, 400, "Invalid model"),
+    ("POST", "chat/completions", {"model": MODEL, "messages": "hi"}, 400, "messages"),
+    ("POST", "chat/completions", {"model": MODEL, "messages": HELLO, "temperature": "hot"},
+     400, "Invalid temperature"),
+    ("POST", "chat/completions", {"model": MODEL, "messages": HELLO, "max_tokens": 0},
+     400, "Invalid max_tokens"),
+    ("POST", "chat/completions", {"model": MODEL, "messages": HELLO, "stream": "yes"},
+     400, "Invalid stream"),
+    ("POST", "chat/completions", {"model": "no-such-model", "messages": HELLO},
+     404, "No local model matches"),
+    ("POST", "chat/completions", {"model": "../../etc/passwd", "messages": HELLO},
+     400, "Invalid model"),
+    ("POST", "chat/completions", {"model": "/etc/passwd", "messages": HELLO}, 400, "Invalid model"),
+    ("POST", "benchmark", {"model": "..\\..\\x.gguf"}, 400, "Invalid model"),
+    ("POST", "benchmark", {"model": MODEL, "iterations": "3"}, 400, "Invalid iterations"),
+    ("POST", "benchmark", {"model": MODEL, "iterations": 0}, 400, "Invalid iterations"),
+    ("POST", "benchmark", {"model": "no-such-model"}, 404, "No local model matches"),
+    ("POST", "models/download", {}, 400, "Missing field: repository"),
+    ("POST", "models/download", {"repository": "../../etc"}, 400, "Invalid repository"),
+    ("POST", "models/download", {"repository": REPO, "file_name": "../../etc/passwd"},
+     404, "no model file"),
+    ("POST", "models/download", {"repository": REPO, "file_name": FILE, "quantization": "F32"},
+     400, "not both"),
+    ("POST", "models/download", {"repository": "nobody/nothing"}, 404, "not found"),
+    ("GET", "models/download/123", None, 404, "No download job"),
+    ("DELETE", "models/download/123", None, 404, "No download job"),
+]  # fmt: skip
+
+
+async def test_bad_input_is_a_4xx_and_leaves_nothing_behind(fetch, library, api):
+    await fetch("GET", "health")  # whatever starts on first use has started
+    before = set(threading.enumerate())
+    for method, path, payload, status, words in BAD_REQUESTS:
+        query = payload if method == "GET" and isinstance(payload, dict) else {}
+        body = payload if method == "POST" and isinstance(payload, dict) else None
+        raw = payload if isinstance(payload, str) else None
+        got, answer = await fetch(method, path, body, raw=raw, **query)
+        assert got == status, (method, path, payload, answer)
+        assert words.lower() in answer["error"]["message"].lower(), (payload, answer)
+        assert answer["error"]["type"]
+    assert api.jobs.jobs == {}
+    assert api.gate.in_flight == 0
+    await wait_for(lambda: not set(threading.enumerate()) - before, timeout=5)
+
+
+# --- standalone -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def standalone(library):
+    """Serve ``offgrid serve``'s application on the test's loop (call it from the test):
+    ``standalone(token)`` returns the ``/v1`` URL."""
+    servers = []
+
+    def start(token=None):
+        sock, port = bind_unused_port()
+        servers.append(HTTPServer(make_app(ApiState.from_config(OffgridAPI()), token=token)))
+        servers[-1].add_sockets([sock])
+        return f"http://127.0.0.1:{port}/v1"
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+async def test_standalone_works_with_the_openai_client(standalone):
+    await check_openai_client(standalone(TOKEN), TOKEN)
+
+
+async def test_standalone_needs_the_bearer_token(standalone):
+    v1 = standalone(TOKEN)
+    client = AsyncHTTPClient()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"token {TOKEN}"}):
+        response = await client.fetch(f"{v1}/models", headers=headers, raise_error=False)
+        assert response.code == 401, headers
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert json.loads(response.body)["error"]["type"] == "authentication_error"
+    for path in ("/models", "/nothing-here", "/../api/contents"):
+        response = await client.fetch(f"{v1}{path}", raise_error=False)
+        assert response.code == 401, path  # nothing answers before authentication
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    response = await client.fetch(f"{v1}/nothing-here", headers=bearer, raise_error=False)
+    assert response.code == 404
+    assert json.loads(response.body)["error"]["message"] == "No endpoint /v1/nothing-here"
+    response = await client.fetch(
+        f"{v1}/search", method="POST", body="{}", headers=bearer, raise_error=False
+    )
+    assert response.code == 200  # an API client with the token needs no XSRF cookie
+
+
+async def test_standalone_without_token_refuses_other_sites(standalone):
+    url = f"{standalone()}/models"
+    client = AsyncHTTPClient()
+    response = await client.fetch(url)
+    assert json.loads(response.body)["data"][0]["id"] == MODEL
+    evil = {"Origin": "https://evil.example"}
+    response = await client.fetch(url, headers=evil, raise_error=False)
+    assert response.code == 404  # a page on another site cannot use it
+
+
+def test_offgrid_serve_warns_when_it_binds_beyond_loopback(hub):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "offgrid_nb.cli", "serve", "--host", "0.0.0.0", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        warning = process.stderr.readline()
+        banner = process.stdout.readline()
+        assert "warning" in warning
+        assert "without a token" in warning
+        port = banner.split("0.0.0.0:")[1].split("/")[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=20) as answer:
+            assert json.loads(answer.read())["status"] == "ok"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
