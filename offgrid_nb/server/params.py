@@ -81,7 +81,9 @@ def _is(value: Any, kind: str) -> bool:
     return isinstance(value, _KINDS[kind])
 
 
-def get(body: Body, name: str, kind: str, default: Any = None, *, required: bool = False) -> Any:
+def checked(
+    body: Body, name: str, kind: str, default: Any = None, *, required: bool = False
+) -> Any:
     """``body[name]`` checked to be of ``kind`` (``None`` and absent give ``default``).
 
     Raises:
@@ -146,7 +148,7 @@ def read_fields(
     body = {aliases.get(k, k): v for k, v in values.items()}
     if from_text:
         body = {k: _from_text(k, v, spec[k]) for k, v in body.items()}
-    return {name: get(body, name, kind) for name, kind in spec.items()}
+    return {name: checked(body, name, kind) for name, kind in spec.items()}
 
 
 def search_query(values: dict[str, Any], *, from_text: bool, max_limit: int) -> dict[str, Any]:
@@ -183,7 +185,7 @@ def inspect_query(values: dict[str, Any]) -> dict[str, Any]:
     """
     fields = read_fields(values, INSPECT_FIELDS, from_text=True)
     for name in ("repository", "file"):
-        get(fields, name, "str", required=True)
+        checked(fields, name, "str", required=True)
     return fields
 
 
@@ -194,7 +196,7 @@ def model_name(body: Body) -> str:
         InvalidArgumentError: missing or not a string.
         UnsafePathError: absolute, ``~``, ``..``, backslashes or NUL.
     """
-    name = get(body, "model", "str", required=True).strip()
+    name = checked(body, "model", "str", required=True).strip()
     parts = name.split("/")
     if (
         not name
@@ -231,20 +233,20 @@ def chat_request(body: Body) -> ChatRequest:
     Raises:
         InvalidArgumentError: bad model, messages or options.
     """
-    max_tokens = get(body, "max_completion_tokens", "int")
+    max_tokens = checked(body, "max_completion_tokens", "int")
     if max_tokens is None:
-        max_tokens = get(body, "max_tokens", "int", 512)
-    temperature = get(body, "temperature", "number", 0.7)
+        max_tokens = checked(body, "max_tokens", "int", 512)
+    temperature = checked(body, "temperature", "number", 0.7)
     check_options(temperature=temperature, max_tokens=max_tokens)
-    options = get(body, "stream_options", "object", {})
+    options = checked(body, "stream_options", "object", {})
     return ChatRequest(
         model=model_name(body),
         messages=check_messages(body.get("messages")),
-        stream=get(body, "stream", "bool", False),
-        include_usage=get(options, "include_usage", "bool", False),
+        stream=checked(body, "stream", "bool", False),
+        include_usage=checked(options, "include_usage", "bool", False),
         temperature=float(temperature),
         max_tokens=max_tokens,
-        seed=get(body, "seed", "int"),
+        seed=checked(body, "seed", "int"),
     )
 
 
@@ -256,10 +258,10 @@ def benchmark_request(body: Body) -> dict[str, Any]:
     """
     return {
         "model": model_name(body),
-        "prompt_tokens": get(body, "prompt_tokens", "int", 512),
-        "output_tokens": get(body, "output_tokens", "int", 128),
-        "iterations": get(body, "iterations", "int", 3),
-        "warmup": get(body, "warmup", "bool", True),
+        "prompt_tokens": checked(body, "prompt_tokens", "int", 512),
+        "output_tokens": checked(body, "output_tokens", "int", 128),
+        "iterations": checked(body, "iterations", "int", 3),
+        "warmup": checked(body, "warmup", "bool", True),
     }
 
 
@@ -269,9 +271,9 @@ def download_request(body: Body) -> tuple[str, str | None, str | None]:
     Raises:
         InvalidArgumentError: missing repository, wrong types, or both file_name and quantization.
     """
-    repository = get(body, "repository", "str", required=True)
-    file_name = get(body, "file_name", "str")
-    quantization = get(body, "quantization", "str")
+    repository = checked(body, "repository", "str", required=True)
+    file_name = checked(body, "file_name", "str")
+    quantization = checked(body, "quantization", "str")
     if file_name is not None and quantization is not None:
         raise InvalidArgumentError("Give either file_name or quantization, not both")
     return repository, file_name, quantization
