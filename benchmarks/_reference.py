@@ -27,6 +27,8 @@ class ReferenceDecoder:
         params = lib.llama_context_default_params()
         params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
         params.n_threads = params.n_threads_batch = n_threads
+        # Flash attention off, as in llama-bench's default and in llama-cpp-python's Llama.
+        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self.ctx = lib.llama_init_from_model(self.model, params)
         self.n_batch = n_batch
         self.n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self.model))
