@@ -13,7 +13,7 @@ from collections import deque
 from types import ModuleType
 from typing import Any
 
-_LOG: deque[str] = deque(maxlen=200)
+_LOG: deque[str] = deque(maxlen=2000)  # chunks; a load logs a few hundred
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
 
