@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,7 @@ class Reply:
 
     def _generate(self) -> Iterator[str]:
         pieces: list[str] = []
-        with use_model(self._model.model, n_ctx=self._model.n_ctx) as loaded:
+        with self._model.use() as loaded:
             tokens, stop = _prompt(loaded, self._formatter, self._messages)
             llama, lib = loaded.llama, llama_cpp()
             lib.llama_perf_context_reset(llama.ctx)
@@ -147,10 +148,15 @@ class Reply:
 
 @dataclass(frozen=True)
 class _ModelRef:
-    """What to load for a reply: the model as the caller named it, and the context asked."""
+    """What to load for a reply: the model as the caller named it, the context and threads."""
 
     model: str | Path
     n_ctx: int | None
+    n_threads: int | None
+
+    def use(self) -> AbstractContextManager[LoadedModel]:
+        """The model, held for exclusive use (see :func:`engine.use_model`)."""
+        return use_model(self.model, n_ctx=self.n_ctx, n_threads=self.n_threads)
 
 
 def _prompt(
@@ -181,6 +187,7 @@ def complete(
     messages: list[Message],
     *,
     n_ctx: int | None = None,
+    n_threads: int | None = None,
     temperature: float = 0.7,
     max_tokens: int = 512,
     seed: int | None = None,
@@ -191,6 +198,7 @@ def complete(
         model: a library name or a path.
         messages: ``[{"role": "system" | "user" | "assistant", "content": str}, ...]``.
         n_ctx: context window (default: the model's, capped by the settings).
+        n_threads: CPU threads (default: physical cores).
         temperature: sampling temperature (0 = greedy).
         max_tokens: the longest reply, in tokens.
         seed: a sampling seed for reproducible replies.
@@ -204,13 +212,14 @@ def complete(
     """
     check_options(temperature=temperature, max_tokens=max_tokens, n_ctx=n_ctx)
     messages = check_messages(messages)
-    with use_model(model, n_ctx=n_ctx) as loaded:  # fail now, not at the first piece
+    ref = _ModelRef(model, n_ctx, n_threads)
+    with ref.use() as loaded:  # fail now, not at the first piece
         formatter = formatter_for(loaded.llama)
         tokens, _ = _prompt(loaded, formatter, messages)
         if len(tokens) + _reply_room(loaded.n_ctx, max_tokens) > loaded.n_ctx:
             raise _overflow(len(tokens), loaded.n_ctx)
     return Reply(
-        _ModelRef(model, n_ctx),
+        ref,
         formatter,
         messages,
         max_tokens=max_tokens,
@@ -226,6 +235,7 @@ class Chat:
         model: a library name (see :func:`offgrid_nb.library.resolve_model`) or a path.
         system: an optional system prompt, kept when old turns are dropped.
         n_ctx: context window in tokens (default: the model's, capped by the settings).
+        n_threads: CPU threads (default: physical cores).
         temperature: sampling temperature (0 = greedy).
         max_tokens: the longest reply, in tokens.
         seed: a sampling seed for reproducible replies.
@@ -242,6 +252,7 @@ class Chat:
         *,
         system: str | None = None,
         n_ctx: int | None = None,
+        n_threads: int | None = None,
         temperature: float = 0.7,
         max_tokens: int = 512,
         seed: int | None = None,
@@ -255,8 +266,8 @@ class Chat:
         self.usage: Usage | None = None
         self.dropped_turns = 0
         self._messages: list[Message] = []
-        self._model = _ModelRef(model, n_ctx)
-        with use_model(model, n_ctx=n_ctx) as loaded:  # fail now, not at the first message
+        self._model = _ModelRef(model, n_ctx, n_threads)
+        with self._model.use() as loaded:  # fail now, not at the first message
             self._formatter = formatter_for(loaded.llama)
 
     @property
@@ -299,7 +310,7 @@ class Chat:
         if not isinstance(text, str) or not text.strip():
             raise InvalidArgumentError("Empty message", hint="type something to send")
         self._messages.append({"role": "user", "content": text})
-        with use_model(self._model.model, n_ctx=self._model.n_ctx) as loaded:
+        with self._model.use() as loaded:
             self._fit(loaded)  # drop old turns now; the reply re-renders what is left
         reply = Reply(
             self._model,

@@ -272,6 +272,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _resolve_or_offer(args.model),
         system=args.system,
         n_ctx=args.ctx,
+        n_threads=args.threads,
         temperature=args.temperature,
         max_tokens=args.max_tokens,
     )
@@ -377,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ctx", type=_positive_int, help="context window in tokens")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--max-tokens", type=_positive_int, default=512)
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="default: physical cores")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("benchmark", help="measure prompt and generation speed of a local model")

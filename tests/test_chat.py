@@ -86,3 +86,12 @@ def test_closing_the_stream_stops_and_keeps_the_partial_reply(tiny_model):
     stream.close()
     assert chat.history[-1] == {"role": "assistant", "content": "".join(taken)}
     assert chat.usage.completion_tokens < 200
+
+
+def test_thread_count_reaches_llama_cpp(tiny_model):
+    from offgrid_nb import engine
+
+    chat = Chat(tiny_model, n_threads=1, max_tokens=4)
+    chat.send("hi")
+    assert engine.loaded_model().n_threads == 1
+    assert engine.loaded_model().llama.n_threads == 1

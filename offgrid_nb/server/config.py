@@ -34,7 +34,7 @@ class OffgridAPI(Configurable):
     default_threads = Int(
         0,
         min=0,
-        help="CPU threads for benchmarks (0: the physical cores).",
+        help="CPU threads for chat and benchmarks (0: the physical cores).",
     ).tag(config=True)
 
     max_search_limit = Int(

@@ -78,6 +78,7 @@ class ApiState:
         return complete(
             self.model_path(request.model),
             request.messages,
+            n_threads=self.config.default_threads or None,
             temperature=request.temperature,
             max_tokens=request.max_tokens,
             seed=request.seed,
