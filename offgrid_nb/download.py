@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Literal
 
 import httpx2
@@ -59,6 +59,7 @@ from .library import (
     ManifestFile,
     StrPath,
     hash_file,
+    is_safe_relative_path,
     model_lock,
     scan,
 )
@@ -210,17 +211,9 @@ def local_path(models_dir: Path, repo_id: str, path: str) -> Path:
     Raises:
         UnsafePathError: the name would land outside the repo's folder.
     """
-    parts = path.split("/")
-    unsafe = (
-        "\\" in path
-        or "\0" in path
-        or PurePosixPath(path).is_absolute()
-        or bool(PureWindowsPath(path).anchor)
-        or any(part in ("", ".", "..") for part in parts)
-    )
     folder = models_dir / repo_id
-    target = folder.joinpath(*parts)
-    if unsafe or not target.resolve().is_relative_to(folder.resolve()):
+    target = folder.joinpath(*path.split("/"))
+    if not is_safe_relative_path(path) or not target.resolve().is_relative_to(folder.resolve()):
         raise UnsafePathError(
             f"Refusing {repo_id}'s file name {path!r}: it would land outside {folder}",
             hint="the repository's file listing is malformed or malicious; report it",

@@ -26,7 +26,7 @@ import psutil
 
 from .config import get_settings
 from .errors import InsufficientMemoryError, ModelLoadError
-from .fit import estimate_memory
+from .fit import TOO_LARGE, available_memory, estimate_memory, fit_verdict
 from .gguf_info import GGUFInfo, inspect_file
 from .library import resolve_model
 from .llama_backend import clear_log, llama_cpp, recent_log
@@ -77,8 +77,8 @@ def context_size(info: GGUFInfo, n_ctx: int | None) -> int:
 
 def _check_memory(info: GGUFInfo, path: Path, n_ctx: int) -> None:
     estimate = estimate_memory(info, n_ctx=n_ctx)
-    available = psutil.virtual_memory().available
-    if estimate.total_bytes <= available:
+    available = available_memory()
+    if fit_verdict(estimate.total_bytes, available) != TOO_LARGE:
         return
     raise InsufficientMemoryError(
         f"{path.name} needs about {format_size(estimate.total_bytes)} at context {n_ctx} "

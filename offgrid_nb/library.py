@@ -13,9 +13,10 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import pandas as pd
@@ -101,6 +102,19 @@ class LocalModel:
     def path(self) -> Path:
         """The file llama.cpp loads (shard 1 of a split model)."""
         return self.files[0]
+
+
+def is_safe_relative_path(path: str) -> bool:
+    """Whether ``path`` is a plain relative ``a/b/c`` path: no absolute path or drive letter,
+    no backslash or NUL, no empty, ``.`` or ``..`` part. Untrusted names (remote file names,
+    model names in requests) must pass this before they are joined to a folder."""
+    return not (
+        "\\" in path
+        or "\0" in path
+        or PurePosixPath(path).is_absolute()
+        or bool(PureWindowsPath(path).anchor)
+        or any(part in ("", ".", "..") for part in path.split("/"))
+    )
 
 
 def manifest_path(model_path: Path) -> Path:
@@ -225,12 +239,18 @@ def list_models(models_dir: StrPath | None = None) -> pd.DataFrame:
     return df
 
 
+def unique_names(names: Sequence[str], paths: Sequence[StrPath], root: Path) -> list[str]:
+    """What to call each model: its name, or its path in the models folder where names repeat
+    (both resolve back to the model with :func:`resolve_model`)."""
+    counts = Counter(names)
+    return [
+        name if counts[name] == 1 else Path(path).relative_to(root).as_posix()
+        for name, path in zip(names, paths, strict=True)
+    ]
+
+
 def _candidates(models: list[LocalModel], root: Path) -> list[str]:
-    """Names to show for ``models``: the name, or the path in the folder when names repeat."""
-    counts: dict[str, int] = {}
-    for m in models:
-        counts[m.name] = counts.get(m.name, 0) + 1
-    return [m.name if counts[m.name] == 1 else m.path.relative_to(root).as_posix() for m in models]
+    return unique_names([m.name for m in models], [m.path for m in models], root)
 
 
 def _unique(matches: list[LocalModel], name: str, root: Path) -> LocalModel:

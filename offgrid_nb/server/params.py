@@ -10,11 +10,11 @@ import contextlib
 import json
 import math
 from dataclasses import dataclass
-from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 from ..chat import check_messages, check_options
 from ..errors import InvalidArgumentError, UnsafePathError
+from ..library import is_safe_relative_path
 
 Body = dict[str, Any]
 
@@ -197,16 +197,7 @@ def model_name(body: Body) -> str:
         UnsafePathError: absolute, ``~``, ``..``, backslashes or NUL.
     """
     name = checked(body, "model", "str", required=True).strip()
-    parts = name.split("/")
-    if (
-        not name
-        or "\\" in name
-        or "\0" in name
-        or name.startswith("~")
-        or PurePosixPath(name).is_absolute()
-        or PureWindowsPath(name).anchor
-        or any(part in (".", "..") for part in parts)
-    ):
+    if name.startswith("~") or not is_safe_relative_path(name):
         raise UnsafePathError(
             f"Invalid model: {name!r}",
             hint="give a model's id as GET /v1/models lists it, not a path",

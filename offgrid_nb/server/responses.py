@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..library import unique_names
+
 if TYPE_CHECKING:
     from ..chat import Reply, Usage
     from ..engine import LoadedModel
@@ -104,20 +106,11 @@ def search_results(df: pd.DataFrame) -> JSON:
     return {"total": int(df.attrs.get("total", len(df))), "results": results}
 
 
-def model_ids(df: pd.DataFrame, root: Path) -> list[str]:
-    """Ids for :func:`offgrid_nb.library.list_models` rows: the name, or the path in the
-    models folder when several models share a name (both resolve back to the model)."""
-    repeated = df["name"].duplicated(keep=False)
-    return [
-        Path(path).relative_to(root).as_posix() if twin else name
-        for name, path, twin in zip(df["name"], df["path"], repeated, strict=True)
-    ]
-
-
 def model_list(df: pd.DataFrame, root: Path, loaded: LoadedModel | None) -> JSON:
     """The local library in OpenAI's ``GET /v1/models`` shape, plus size and quantization."""
     data = []
-    for model_id, row in zip(model_ids(df, root), _records(df), strict=True):
+    ids = unique_names(list(df["name"]), list(df["path"]), root)
+    for model_id, row in zip(ids, _records(df), strict=True):
         path = Path(row["path"])
         created = row["downloaded_at"].timestamp() if row["downloaded_at"] else path.stat().st_mtime
         data.append(
