@@ -172,7 +172,6 @@ def _check_args(config: BenchmarkConfig) -> None:
 def _context_for(path: Path, config: BenchmarkConfig) -> int:
     """A context that holds the prompt and the output, or a clear error."""
     needed = config.prompt_tokens + config.output_tokens + 1
-    info = inspect_file(path)
     if config.n_ctx is not None:
         if config.n_ctx < needed:
             raise InvalidArgumentError(
@@ -180,7 +179,7 @@ def _context_for(path: Path, config: BenchmarkConfig) -> int:
                 hint=f"raise n_ctx to at least {needed}, or use fewer tokens",
             )
         return config.n_ctx
-    limit = info.context_length
+    limit = inspect_file(path).context_length
     if limit is not None and needed > limit:
         raise InvalidArgumentError(
             f"prompt_tokens + output_tokens ({needed - 1}) exceed {path.name}'s context "

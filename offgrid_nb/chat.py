@@ -148,7 +148,7 @@ class Reply:
 
 @dataclass(frozen=True)
 class _ModelRef:
-    """What to load for a reply: the model as the caller named it, the context and threads."""
+    """What to load for a reply: the model (a name or its file), the context and threads."""
 
     model: str | Path
     n_ctx: int | None
@@ -212,14 +212,13 @@ def complete(
     """
     check_options(temperature=temperature, max_tokens=max_tokens, n_ctx=n_ctx)
     messages = check_messages(messages)
-    ref = _ModelRef(model, n_ctx, n_threads)
-    with ref.use() as loaded:  # fail now, not at the first piece
+    with _ModelRef(model, n_ctx, n_threads).use() as loaded:  # fail now, not at the first piece
         formatter = formatter_for(loaded.llama)
         tokens, _ = _prompt(loaded, formatter, messages)
         if len(tokens) + _reply_room(loaded.n_ctx, max_tokens) > loaded.n_ctx:
             raise _overflow(len(tokens), loaded.n_ctx)
     return Reply(
-        ref,
+        _ModelRef(loaded.path, n_ctx, n_threads),  # the file: no library scan per reply
         formatter,
         messages,
         max_tokens=max_tokens,
@@ -266,9 +265,9 @@ class Chat:
         self.usage: Usage | None = None
         self.dropped_turns = 0
         self._messages: list[Message] = []
-        self._model = _ModelRef(model, n_ctx, n_threads)
-        with self._model.use() as loaded:  # fail now, not at the first message
+        with _ModelRef(model, n_ctx, n_threads).use() as loaded:  # fail now, not at a message
             self._formatter = formatter_for(loaded.llama)
+        self._model = _ModelRef(loaded.path, n_ctx, n_threads)  # the file: no scan per turn
 
     @property
     def history(self) -> list[Message]:
