@@ -42,6 +42,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     if text.isdigit():
         return int(text)
@@ -350,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-downloads", type=_non_negative_int, default=0, metavar="N")
     p.add_argument("--max-size", type=_size_arg, metavar="SIZE", help="e.g. 4GB or 500MB")
     p.add_argument(
-        "--ram", type=float, metavar="GB", help="only models that fit in this much memory"
+        "--ram", type=_positive_float, metavar="GB", help="only models that fit in this much memory"
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_search)
@@ -360,7 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="the GGUF file in the repo")
     p.add_argument("--ctx", type=_positive_int, help="context in tokens (default: model's, <=4096)")
     p.add_argument("--kv-type", default="f16", help="KV cache type: f16 (default), q8_0, q4_0...")
-    p.add_argument("--ram", type=float, metavar="GB", help="memory to fit in (default: available)")
+    p.add_argument(
+        "--ram", type=_positive_float, metavar="GB", help="memory to fit in (default: available)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_inspect)
 

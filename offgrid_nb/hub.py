@@ -617,7 +617,7 @@ def search(
         exact filters.
 
     Raises:
-        InvalidArgumentError: a bad sort, limit, size or download count.
+        InvalidArgumentError: a bad sort, limit, size, download count or ram_gb.
         HubUnavailableError, OfflineError, GatedRepoError: as the Hub answers.
     """
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
@@ -626,6 +626,11 @@ def search(
         )
     if isinstance(min_downloads, bool) or not isinstance(min_downloads, int) or min_downloads < 0:
         raise InvalidArgumentError(f"Invalid min_downloads: {min_downloads!r} (must be >= 0)")
+    fitting = ram_gb is not None or fits_only
+    if fitting:
+        from .fit import add_fits, available_memory  # fit builds on this module
+
+        available_memory(ram_gb)  # a bad ram_gb fails here, before any request
     q = _Query(
         query=(query or "").strip() or None,
         author=(author or "").strip() or None,
@@ -645,10 +650,8 @@ def search(
         cached = _run_search(q, settings)
         with _cache_lock:
             _search_cache[key] = cached
-    if ram_gb is None and not fits_only:
+    if not fitting:
         return cached.copy(deep=True)
-    from .fit import add_fits  # fit builds on this module
-
     return add_fits(cached, ram_gb=ram_gb, drop_too_large=fits_only)
 
 

@@ -62,6 +62,8 @@ def test_no_results_says_so(hub, capsys):
         (["search", "-l", "0"], "must be at least 1"),
         (["search", "-l", "-3"], "must be at least 1"),
         (["search", "--min-downloads", "-1"], "not a whole number >= 0"),
+        (["search", "--ram", "0"], "must be more than 0"),
+        (["inspect", "a/b", "f.gguf", "--ram", "lots"], "not a number: 'lots'"),
         (["frobnicate"], "invalid choice"),
     ],
 )

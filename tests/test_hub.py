@@ -204,6 +204,8 @@ def test_cheap_filters_skip_per_repo_requests(hub):
         ({"limit": 10_000}, "Invalid limit"),
         ({"min_downloads": -1}, "min_downloads"),
         ({"max_size": "four gigs"}, "Invalid size"),
+        ({"ram_gb": -1}, "Invalid ram_gb"),
+        ({"ram_gb": 0, "fits_only": True}, "Invalid ram_gb"),
     ],
 )
 def test_bad_arguments_raise_named_errors(hub, kwargs, message):
