@@ -52,6 +52,7 @@ from .errors import (
     UnsafePathError,
 )
 from .hub import RemoteFile, Variant, best_variant, hub_errors, variants
+from .jsonfile import write_json
 from .library import (
     PART_SUFFIX,
     SIDECAR_SUFFIX,
@@ -320,7 +321,7 @@ class _Partial:
         self.etag, self.commit = etag, commit
         remote = self.remote
         meta = {"sha256": remote.sha256, "size": remote.size, "etag": etag, "commit": commit}
-        self.sidecar.write_text(json.dumps(meta), encoding="utf-8")
+        write_json(self.sidecar, meta)
 
     def same_source(self, etag: str | None, commit: str | None) -> bool:
         """Whether a response serves the bytes this partial holds (ETag first, else commit)."""

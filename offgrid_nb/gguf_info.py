@@ -19,11 +19,11 @@ Remote headers are cached on disk (``<cache_dir>/gguf_info/<sha256>.json``): a f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import struct
-import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +38,7 @@ from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_st
 from . import hub
 from .config import Settings, get_settings
 from .errors import HubUnavailableError, InvalidModelError, NotFoundError
+from .jsonfile import write_json
 
 #: A header may not be larger than this (a 256k-token vocabulary with merges is ~15 MB).
 MAX_HEADER_BYTES = 64 << 20
@@ -64,7 +65,6 @@ _SCALARS = {
 }
 _KNOWN_ARCHS = frozenset(gguf.MODEL_ARCH_NAMES.values())
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
-_cache_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -605,15 +605,8 @@ def _cached(settings: Settings, key: str | None) -> GGUFInfo | None:
 
 
 def _store(settings: Settings, key: str, info: GGUFInfo) -> None:
-    path = _cache_path(settings, key)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"format": CACHE_FORMAT, "info": info.to_dict()}), "utf-8")
-        with _cache_lock:
-            os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a cache we cannot write is only a slower next time
+    with contextlib.suppress(OSError):  # a cache we cannot write is only a slower next time
+        write_json(_cache_path(settings, key), {"format": CACHE_FORMAT, "info": info.to_dict()})
 
 
 def _listed_sha256(

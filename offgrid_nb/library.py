@@ -32,6 +32,7 @@ from .errors import (
     InvalidArgumentError,
     NotFoundError,
 )
+from .jsonfile import write_json
 
 MANIFEST_SUFFIX = ".offgrid.json"
 PART_SUFFIX = ".part"  # bytes of a download in progress
@@ -70,10 +71,7 @@ class Manifest:
 
     def save(self, model_path: Path) -> None:
         """Write the manifest of ``model_path`` atomically."""
-        path = manifest_path(model_path)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        write_json(manifest_path(model_path), asdict(self), indent=2)
 
     @classmethod
     def load(cls, model_path: Path) -> Manifest | None:

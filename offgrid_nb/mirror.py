@@ -40,6 +40,7 @@ from tornado.iostream import StreamClosedError
 from tornado.netutil import bind_sockets
 
 from offgrid_nb.errors import InvalidArgumentError
+from offgrid_nb.jsonfile import write_json
 
 __all__ = ["MirrorServer", "make_app", "serve"]
 
@@ -298,11 +299,8 @@ class _Hasher:
         """Add ``key`` to the cache file, dropping older entries of the same file (lock held)."""
         data = {k: v for k, v in self._load().items() if not k.startswith(stale_prefix)}
         data[key] = self._known[key]
-        tmp = self._file.with_name(f"{self._file.name}.{os.getpid()}.tmp")
         try:
-            self._file.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(data, indent=0), encoding="utf-8")
-            os.replace(tmp, self._file)
+            write_json(self._file, data, indent=0)
         except OSError as exc:
             _log.warning("cannot write %s: %s", self._file, exc)
 
