@@ -3,7 +3,7 @@
 Shared by the benchmarks that check our timings (``bench_accuracy.py``) and our per-token
 overhead (``chat_turns.py``): no llama-cpp-python ``Llama`` object, no Python sampling code,
 just ``llama_decode`` over a batch for a prompt and single-token decodes with llama.cpp's
-greedy sampler for generation.
+greedy sampler for generation; and the generated model both benchmarks measure.
 """
 
 from __future__ import annotations
@@ -13,6 +13,16 @@ import time
 from pathlib import Path
 
 from offgrid_nb.llama_backend import llama_cpp
+from offgrid_nb.synthetic import TinyModelSpec, quantize, write_tiny_model
+
+# Large enough that one generated token takes several milliseconds on 2 cores (~96 MB at Q8_0).
+SPEC = TinyModelSpec(n_layers=8, n_embd=1024, n_ff=2816, n_head=16, n_head_kv=4, name="bench")
+
+
+def measured_model(folder: Path, quant: str = "Q8_0") -> Path:
+    """The model both reference benchmarks measure, generated in ``folder`` and quantized."""
+    source = write_tiny_model(folder / "bench-F32.gguf", SPEC)
+    return quantize(source, folder / f"bench-{quant}.gguf", quant)
 
 
 class ReferenceDecoder:

@@ -16,13 +16,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _reference import ReferenceDecoder
+from _reference import SPEC, ReferenceDecoder, measured_model
 
 from offgrid_nb.bench import benchmark
 from offgrid_nb.engine import default_threads, unload_model
-from offgrid_nb.synthetic import TinyModelSpec, quantize, write_tiny_model
-
-SPEC = TinyModelSpec(n_layers=8, n_embd=1024, n_ff=2816, n_head=16, n_head_kv=4, name="bench")
 
 
 def reference_run(decoder: ReferenceDecoder, args: argparse.Namespace) -> tuple[float, float]:
@@ -59,8 +56,7 @@ def main() -> None:
     threads = default_threads()
 
     with tempfile.TemporaryDirectory() as tmp:
-        source = write_tiny_model(Path(tmp) / "bench-F32.gguf", SPEC)
-        path = quantize(source, Path(tmp) / f"bench-{args.quant}.gguf", args.quant)
+        path = measured_model(Path(tmp), args.quant)
         size_mb = path.stat().st_size / 1e6
         # Interleaved rounds, so that a noisy neighbour slows both sides alike.
         ours, ref = [], []

@@ -18,13 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from _reference import ReferenceDecoder
+from _reference import SPEC, ReferenceDecoder, measured_model
 
 from offgrid_nb.chat import Chat, complete
 from offgrid_nb.engine import default_threads, load_model, unload_model
-from offgrid_nb.synthetic import TinyModelSpec, quantize, write_tiny_model
 
-SPEC = TinyModelSpec(n_layers=8, n_embd=1024, n_ff=2816, n_head=16, n_head_kv=4, name="chat")
 MESSAGES = [
     "Hello, who are you?", "What can a local model do offline?", "Tell me about GGUF.",
     "And quantization?", "Which is better, Q4_K_M or Q8_0?", "How much memory for 7B?",
@@ -88,8 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     threads = default_threads()
     with tempfile.TemporaryDirectory() as tmp:
-        source = write_tiny_model(Path(tmp) / "chat-F32.gguf", SPEC)
-        path = quantize(source, Path(tmp) / "chat-Q8_0.gguf", "Q8_0")
+        path = measured_model(Path(tmp))
         print(f"model: {SPEC.n_layers} layers x {SPEC.n_embd}, Q8_0; {threads} threads\n")
         conversation(path, args.turns, args.tokens)
         ours, ref = [], []
