@@ -33,6 +33,7 @@ _LAZY = {
     "verify_model": "library",
     "Chat": "chat",
     "complete": "chat",
+    "generate": "chat",
     "load_model": "engine",
     "unload_model": "engine",
     "benchmark": "bench",

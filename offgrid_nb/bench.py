@@ -1,6 +1,7 @@
 """Benchmarks measured the way ``llama-bench`` measures, returned as DataFrames and plots.
 
-Per iteration, on a cleared KV cache:
+Per iteration, on a cleared KV cache (filled first with ``depth`` untimed tokens, as
+``llama-bench -d``):
 
 1. **Prompt processing**: exactly ``prompt_tokens`` tokens (random ids, as llama-bench uses;
    the cost of a token does not depend on which it is) evaluated in batches, then the first
@@ -8,8 +9,12 @@ Per iteration, on a cleared KV cache:
    token is ready at its end, ``time_to_first_token_ms``.
 2. **Generation**: exactly ``output_tokens`` single-token decodes, each token sampled greedily
    from the last logits (end-of-sequence ignored). That time alone gives
-   ``generation_tokens_per_sec``.
+   ``generation_tokens_per_sec``. By default generation follows the prompt, which is what a
+   chat feels like and what llama-bench calls ``tg128 @ d512`` (generation at depth 512);
+   with ``llama_bench=True`` it starts from the cleared cache (at ``depth``) as llama-bench's
+   own ``tg128`` does, and the defaults become llama-bench's: pp512, tg128, 5 repetitions.
 
+Tests are named as llama-bench names them (``pp512``, ``tg128 @ d512``) in every output.
 One warm-up iteration runs first and is not counted. Memory is the process's resident set
 (psutil) above what it was before the model was loaded.
 """
@@ -55,6 +60,29 @@ class BenchmarkConfig:
     warmup: bool = True
     n_threads: int | None = None
     n_ctx: int | None = None
+    depth: int = 0  # tokens in the KV cache before the timed phases (llama-bench -d)
+    generation_after_prompt: bool = True  # False: generation starts at ``depth`` (llama-bench)
+
+    @property
+    def prompt_test(self) -> str:
+        """llama-bench's name of the prompt phase: ``pp512`` or ``pp512 @ d1024``."""
+        return _test_name("pp", self.prompt_tokens, self.depth)
+
+    @property
+    def generation_test(self) -> str:
+        """llama-bench's name of the generation phase: ``tg128 @ d512`` after a 512 prompt."""
+        extra = self.prompt_tokens if self.generation_after_prompt else 0
+        return _test_name("tg", self.output_tokens, self.depth + extra)
+
+    @property
+    def tokens_needed(self) -> int:
+        """The context the runs fill (+1 for the last sampled token)."""
+        longest = self.prompt_tokens + (self.output_tokens if self.generation_after_prompt else 0)
+        return self.depth + max(longest, self.output_tokens) + 1
+
+
+def _test_name(kind: str, tokens: int, depth: int) -> str:
+    return f"{kind}{tokens} @ d{depth}" if depth else f"{kind}{tokens}"
 
 
 @dataclass
@@ -87,6 +115,11 @@ class BenchmarkResult:
                 "warmup": self.config.warmup,
                 "n_threads": self.system["threads_used"],
                 "n_ctx": self.system["n_ctx"],
+                "depth": self.config.depth,
+                "tests": {
+                    "prompt": self.config.prompt_test,
+                    "generation": self.config.generation_test,
+                },
             },
             "results": {
                 "avg_prompt_tokens_per_sec": float(mean["prompt_tokens_per_sec"]),
@@ -108,8 +141,10 @@ class BenchmarkResult:
         df = self.runs.copy()
         df.insert(0, "model", self.model)
         df.insert(1, "quant", self.system.get("quant"))
-        for key in ("prompt_tokens", "output_tokens"):
+        for key in ("prompt_tokens", "output_tokens", "depth"):
             df[key] = getattr(self.config, key)
+        df["prompt_test"] = self.config.prompt_test
+        df["generation_test"] = self.config.generation_test
         df["threads"] = self.system["threads_used"]
         df["cpu"] = self.system["cpu"]
         df["hostname"] = self.system["hostname"]
@@ -159,10 +194,12 @@ def system_info(loaded: LoadedModel | None = None) -> dict[str, Any]:
 
 
 def _check_args(config: BenchmarkConfig) -> None:
-    for name in ("prompt_tokens", "output_tokens", "iterations"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidArgumentError(f"Invalid {name}: {value!r} (must be a whole number >= 1)")
+    for name in ("prompt_tokens", "output_tokens", "iterations", "depth"):
+        value, low = getattr(config, name), 0 if name == "depth" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InvalidArgumentError(
+                f"Invalid {name}: {value!r} (must be a whole number >= {low})"
+            )
     for name in ("n_threads", "n_ctx"):
         value = getattr(config, name)
         if value is not None and (not isinstance(value, int) or value < 1):
@@ -171,18 +208,19 @@ def _check_args(config: BenchmarkConfig) -> None:
 
 def _context_for(path: Path, config: BenchmarkConfig) -> int:
     """A context that holds the prompt and the output, or a clear error."""
-    needed = config.prompt_tokens + config.output_tokens + 1
+    needed = config.tokens_needed
     if config.n_ctx is not None:
         if config.n_ctx < needed:
             raise InvalidArgumentError(
-                f"prompt_tokens + output_tokens ({needed - 1}) do not fit in n_ctx={config.n_ctx}",
+                f"depth + prompt_tokens + output_tokens ({needed - 1}) do not fit in "
+                f"n_ctx={config.n_ctx}",
                 hint=f"raise n_ctx to at least {needed}, or use fewer tokens",
             )
         return config.n_ctx
     limit = inspect_file(path).context_length
     if limit is not None and needed > limit:
         raise InvalidArgumentError(
-            f"prompt_tokens + output_tokens ({needed - 1}) exceed {path.name}'s context "
+            f"depth + prompt_tokens + output_tokens ({needed - 1}) exceed {path.name}'s context "
             f"window ({limit})",
             hint="use fewer tokens, or pass n_ctx to go beyond the trained context",
         )
@@ -209,26 +247,37 @@ class _Runner:
     def _sample(self) -> int:
         return self.lib.llama_sampler_sample(self.sampler, self.llama.ctx, ctypes.c_int32(-1))
 
+    def _fill(self) -> None:
+        """Clear the KV cache, then fill it with ``depth`` untimed tokens."""
+        self.llama.reset()
+        self.llama._ctx.kv_cache_clear()
+        if self.config.depth:
+            self.llama.eval(self._random(self.config.depth))
+
+    def _random(self, n: int) -> list[int]:
+        return self.rng.integers(0, self.n_vocab, n).tolist()
+
     def run(self) -> dict[str, float]:
         llama, config = self.llama, self.config
-        llama.reset()
-        llama._ctx.kv_cache_clear()
-        prompt = self.rng.integers(0, self.n_vocab, config.prompt_tokens).tolist()
+        self._fill()
+        prompt = self._random(config.prompt_tokens)
         start = time.perf_counter()
         llama.eval(prompt)
         token = self._sample()
-        prompt_done = time.perf_counter()
+        prompt_s = time.perf_counter() - start
+        if not config.generation_after_prompt:
+            self._fill()  # untimed: generation starts at ``depth`` (llama-bench's tg)
+        generation_start = time.perf_counter()
         for _ in range(config.output_tokens):
             llama.eval([token])
             token = self._sample()
-        end = time.perf_counter()
+        gen_s = time.perf_counter() - generation_start
         rss = self.process.memory_info().rss
-        prompt_s, gen_s = prompt_done - start, end - prompt_done
         return {
             "prompt_tokens_per_sec": config.prompt_tokens / prompt_s,
             "generation_tokens_per_sec": config.output_tokens / gen_s,
             "time_to_first_token_ms": prompt_s * 1000,
-            "total_time_ms": (end - start) * 1000,
+            "total_time_ms": (prompt_s + gen_s) * 1000,
             "memory_used_mb": (rss - self.baseline_rss) / MB,
             "peak_rss_mb": _peak_rss(rss) / MB,
         }
@@ -250,10 +299,12 @@ def benchmark(
     *,
     prompt_tokens: int = 512,
     output_tokens: int = 128,
-    iterations: int = 3,
+    iterations: int | None = None,
     warmup: bool = True,
     n_threads: int | None = None,
     n_ctx: int | None = None,
+    depth: int = 0,
+    llama_bench: bool = False,
 ) -> BenchmarkResult:
     """Benchmark a local model: prompt processing and generation timed apart.
 
@@ -261,10 +312,13 @@ def benchmark(
         model: a library name or a path (see :func:`offgrid_nb.library.resolve_model`).
         prompt_tokens: tokens evaluated in the prompt phase.
         output_tokens: tokens generated one at a time.
-        iterations: counted repetitions.
+        iterations: counted repetitions (default 3; 5 with ``llama_bench``).
         warmup: run one uncounted iteration first (as llama-bench does).
         n_threads: CPU threads (default: physical cores).
-        n_ctx: context to allocate (default: just enough for prompt + output).
+        n_ctx: context to allocate (default: just enough for depth + prompt + output).
+        depth: tokens in the KV cache before each timed phase (``llama-bench -d``).
+        llama_bench: time generation from the cleared cache (at ``depth``) rather than after
+            the prompt, as llama-bench's ``tg`` test does.
 
     Returns:
         A :class:`BenchmarkResult` (``.runs``, ``.summary``, ``.to_dict()``, ``.plot()``).
@@ -274,7 +328,11 @@ def benchmark(
         NotFoundError, AmbiguousError, InvalidModelError, InsufficientMemoryError,
         ModelLoadError: as for loading the model.
     """
-    config = BenchmarkConfig(prompt_tokens, output_tokens, iterations, warmup, n_threads, n_ctx)
+    if iterations is None:
+        iterations = 5 if llama_bench else 3
+    config = BenchmarkConfig(
+        prompt_tokens, output_tokens, iterations, warmup, n_threads, n_ctx, depth, not llama_bench
+    )
     _check_args(config)
     path = resolve_model(model).resolve()
     context = _context_for(path, config)

@@ -1,22 +1,24 @@
 """Chat with a local model: :func:`complete` for one reply, :class:`Chat` for a conversation.
 
-Each turn renders the whole conversation with the model's own chat template. llama-cpp-python
+Each turn renders the whole conversation with the model's chat template (chosen by
+:mod:`offgrid_nb.chat_template`; a base model's text is continued instead). llama-cpp-python
 keeps the tokens of the previous turn in its KV cache and evaluates only what differs (the
 common prefix is reused), so a later turn costs its new tokens, not the whole conversation.
 When a conversation would overflow the context window, :class:`Chat` drops the oldest turns;
-the system prompt is always kept.
+the system prompt is always kept. :func:`generate` continues a plain text prompt, exactly as
+llama-cpp-python's ``Llama.create_completion`` does.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
-from .chat_template import formatter_for, render
+from .chat_template import ChatFormat, TemplateChoice, check_override, choose_template
 from .engine import LoadedModel, use_model
 from .errors import ContextOverflowError, InvalidArgumentError
 from .llama_backend import llama_cpp
@@ -79,22 +81,22 @@ class Reply:
     def __init__(
         self,
         model: _ModelRef,
-        formatter: Any,
-        messages: list[Message],
+        prompt: Callable[[LoadedModel], tuple[list[int], list[str]]],
         *,
         max_tokens: int,
         temperature: float,
         seed: int | None,
+        stop_at_control: bool = True,
     ) -> None:
         self.text = ""
         self.usage: Usage | None = None
         self.finish_reason = "cancelled"
         self._model = model
-        self._formatter = formatter
-        self._messages = messages
+        self._prompt = prompt
         self._max_tokens = max_tokens
         self._temperature = temperature
         self._seed = seed
+        self._stop_at_control = stop_at_control
         self._pieces = self._generate()
 
     def __iter__(self) -> Iterator[str]:
@@ -107,8 +109,13 @@ class Reply:
     def _generate(self) -> Iterator[str]:
         pieces: list[str] = []
         with self._model.use() as loaded:
-            tokens, stop = _prompt(loaded, self._formatter, self._messages)
+            tokens, stop = self._prompt(loaded)
             llama, lib = loaded.llama, llama_cpp()
+            criteria = (
+                lib.StoppingCriteriaList([_at_control_token(loaded)])
+                if self._stop_at_control
+                else None
+            )
             lib.llama_perf_context_reset(llama.ctx)
             started = time.perf_counter()
             first: float | None = None
@@ -120,6 +127,7 @@ class Reply:
                     stop=stop,
                     stream=True,
                     seed=self._seed,
+                    stopping_criteria=criteria,
                 ):
                     choice = chunk["choices"][0]
                     if choice["text"]:
@@ -159,15 +167,41 @@ class _ModelRef:
         return use_model(self.model, n_ctx=self.n_ctx, n_threads=self.n_threads)
 
 
-def _prompt(
-    loaded: LoadedModel, formatter: Any, messages: list[Message]
-) -> tuple[list[int], list[str]]:
-    rendered = render(formatter, messages)
-    tokens = loaded.llama.tokenize(
-        rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
-    )
-    stop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop]
-    return tokens, [s for s in stop if s]
+def _at_control_token(loaded: LoadedModel) -> Callable[[Any, Any], bool]:
+    """A stopping criterion: the last token is a control token (chat markup, never text)."""
+    lib, vocab = llama_cpp(), loaded.llama._model.vocab
+
+    def stop(input_ids: Any, logits: Any) -> bool:
+        return len(input_ids) > 0 and bool(lib.llama_vocab_is_control(vocab, int(input_ids[-1])))
+
+    return stop
+
+
+def _chat_prompt(
+    fmt: ChatFormat, messages: list[Message]
+) -> Callable[[LoadedModel], tuple[list[int], list[str]]]:
+    """The prompt of a chat reply: the conversation rendered with ``fmt``, tokenized."""
+
+    def prompt(loaded: LoadedModel) -> tuple[list[int], list[str]]:
+        rendered = fmt.render(messages)
+        return _tokens(loaded, rendered.text, add_bos=rendered.add_bos), list(rendered.stop)
+
+    return prompt
+
+
+def _tokens(loaded: LoadedModel, text: str, *, add_bos: bool) -> list[int]:
+    """``text`` tokenized as llama-cpp-python tokenizes prompts (special tokens parsed)."""
+    return loaded.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+
+def chat_format(loaded: LoadedModel, template: str | None = None) -> ChatFormat:
+    """The chat format of a loaded model (see :mod:`offgrid_nb.chat_template`)."""
+    return ChatFormat(loaded.llama, template_choice(loaded, template), loaded.name)
+
+
+def template_choice(loaded: LoadedModel, template: str | None = None) -> TemplateChoice:
+    """Which template a loaded model gets (the file's folder names its repo)."""
+    return choose_template(loaded.info, f"{loaded.path.parent.name}/{loaded.path.name}", template)
 
 
 def _reply_room(n_ctx: int, max_tokens: int) -> int:
@@ -191,6 +225,7 @@ def complete(
     temperature: float = 0.7,
     max_tokens: int = 512,
     seed: int | None = None,
+    template: str | None = None,
 ) -> Reply:
     """Start one reply to ``messages`` (stateless, as an OpenAI chat completion).
 
@@ -202,29 +237,127 @@ def complete(
         temperature: sampling temperature (0 = greedy).
         max_tokens: the longest reply, in tokens.
         seed: a sampling seed for reproducible replies.
+        template: a chat template override: a llama.cpp built-in name, ``"none"`` or Jinja.
 
     Returns:
         A :class:`Reply`; iterate it to generate.
 
     Raises:
-        InvalidArgumentError: bad messages or options.
+        InvalidArgumentError: bad messages or options, or the template refused them.
         ContextOverflowError: the messages leave no room for a reply in the context.
     """
     check_options(temperature=temperature, max_tokens=max_tokens, n_ctx=n_ctx)
+    check_override(template)
     messages = check_messages(messages)
     with _ModelRef(model, n_ctx, n_threads).use() as loaded:  # fail now, not at the first piece
-        formatter = formatter_for(loaded.llama)
-        tokens, _ = _prompt(loaded, formatter, messages)
+        prompt = _chat_prompt(chat_format(loaded, template), messages)
+        tokens, _ = prompt(loaded)
         if len(tokens) + _reply_room(loaded.n_ctx, max_tokens) > loaded.n_ctx:
             raise _overflow(len(tokens), loaded.n_ctx)
     return Reply(
         _ModelRef(loaded.path, n_ctx, n_threads),  # the file: no library scan per reply
-        formatter,
-        messages,
+        prompt,
         max_tokens=max_tokens,
         temperature=temperature,
         seed=seed,
     )
+
+
+@overload
+def generate(
+    model: str | Path,
+    prompt: str,
+    *,
+    stream: Literal[False] = False,
+    n_ctx: int | None = None,
+    n_threads: int | None = None,
+    temperature: float = 0.7,
+    max_tokens: int = 512,
+    stop: str | list[str] | None = None,
+    seed: int | None = None,
+) -> str: ...
+
+
+@overload
+def generate(
+    model: str | Path,
+    prompt: str,
+    *,
+    stream: Literal[True],
+    n_ctx: int | None = None,
+    n_threads: int | None = None,
+    temperature: float = 0.7,
+    max_tokens: int = 512,
+    stop: str | list[str] | None = None,
+    seed: int | None = None,
+) -> Reply: ...
+
+
+def generate(
+    model: str | Path,
+    prompt: str,
+    *,
+    stream: bool = False,
+    n_ctx: int | None = None,
+    n_threads: int | None = None,
+    temperature: float = 0.7,
+    max_tokens: int = 512,
+    stop: str | list[str] | None = None,
+    seed: int | None = None,
+) -> str | Reply:
+    """Continue ``prompt`` (no chat template), as ``Llama.create_completion`` does.
+
+    Args:
+        model: a library name or a path.
+        prompt: the text to continue.
+        stream: return a :class:`Reply` to iterate (pieces as they come) instead of the text.
+        n_ctx: context window (default: the model's, capped by the settings).
+        n_threads: CPU threads (default: physical cores).
+        temperature: sampling temperature (0 = greedy).
+        max_tokens: the longest continuation, in tokens.
+        stop: strings that end the text (not included in it).
+        seed: a sampling seed for reproducible text.
+
+    Returns:
+        The generated text, or with ``stream=True`` a :class:`Reply`.
+
+    Raises:
+        InvalidArgumentError: an empty prompt, bad options.
+        ContextOverflowError: the prompt leaves no room in the context.
+    """
+    check_options(temperature=temperature, max_tokens=max_tokens, n_ctx=n_ctx)
+    if not isinstance(prompt, str) or not prompt:
+        raise InvalidArgumentError("Empty prompt", hint="give some text to continue")
+    stops = check_stop(stop)
+
+    def tokens(loaded: LoadedModel) -> tuple[list[int], list[str]]:
+        return _tokens(loaded, prompt, add_bos=True), stops
+
+    with _ModelRef(model, n_ctx, n_threads).use() as loaded:
+        count = len(tokens(loaded)[0])
+        if count >= loaded.n_ctx:
+            raise _overflow(count, loaded.n_ctx)
+    reply = Reply(
+        _ModelRef(loaded.path, n_ctx, n_threads),
+        tokens,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+        stop_at_control=False,  # exactly what create_completion gives
+    )
+    if stream:
+        return reply
+    return "".join(reply)
+
+
+def check_stop(stop: Any) -> list[str]:
+    """Stop strings as a list: ``None``, a string or a list of non-empty strings."""
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(x, str) and x for x in stops):
+        raise InvalidArgumentError(f"Invalid stop: {stop!r} (a string or a list of strings)")
+    return stops
 
 
 class Chat:
@@ -238,6 +371,11 @@ class Chat:
         temperature: sampling temperature (0 = greedy).
         max_tokens: the longest reply, in tokens.
         seed: a sampling seed for reproducible replies.
+        template: a chat template override: a llama.cpp built-in name (``"gemma"``,
+            ``"llama2"``...), ``"none"`` (continue the text, as for a base model) or Jinja.
+
+    ``template_choice`` says which template the model got (see
+    :mod:`offgrid_nb.chat_template`); when it is a base model, replies continue the text.
 
     Example:
         >>> chat = Chat("qwen2.5-0.5b-instruct-q4_k_m", system="Be brief.")
@@ -255,8 +393,10 @@ class Chat:
         temperature: float = 0.7,
         max_tokens: int = 512,
         seed: int | None = None,
+        template: str | None = None,
     ) -> None:
         check_options(temperature=temperature, max_tokens=max_tokens, n_ctx=n_ctx)
+        check_override(template)
         self.model = model
         self.system = system
         self.temperature = float(temperature)
@@ -266,7 +406,8 @@ class Chat:
         self.dropped_turns = 0
         self._messages: list[Message] = []
         with _ModelRef(model, n_ctx, n_threads).use() as loaded:  # fail now, not at a message
-            self._formatter = formatter_for(loaded.llama)
+            self._format = chat_format(loaded, template)
+        self.template_choice = self._format.choice
         self._model = _ModelRef(loaded.path, n_ctx, n_threads)  # the file: no scan per turn
 
     @property
@@ -289,7 +430,7 @@ class Chat:
         """Drop the oldest turns until the conversation leaves the reply room."""
         room = _reply_room(loaded.n_ctx, self.max_tokens)
         while True:
-            tokens, _ = _prompt(loaded, self._formatter, self.history)
+            tokens, _ = _chat_prompt(self._format, self.history)(loaded)
             if len(tokens) + room <= loaded.n_ctx:
                 return
             if len(self._messages) <= 1:  # only the new message is left: it is too long
@@ -309,12 +450,16 @@ class Chat:
         if not isinstance(text, str) or not text.strip():
             raise InvalidArgumentError("Empty message", hint="type something to send")
         self._messages.append({"role": "user", "content": text})
-        with self._model.use() as loaded:
-            self._fit(loaded)  # drop old turns now; the reply re-renders what is left
+        try:
+            with self._model.use() as loaded:
+                self._fit(loaded)  # drop old turns now; the reply re-renders what is left
+        except InvalidArgumentError:  # e.g. the template refused it: the message is not sent
+            if self._messages and self._messages[-1]["content"] is text:
+                self._messages.pop()
+            raise
         reply = Reply(
             self._model,
-            self._formatter,
-            self.history,
+            _chat_prompt(self._format, self.history),
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             seed=self.seed,

@@ -19,6 +19,7 @@ from .errors import AmbiguousError, ChecksumMismatchError, NotFoundError, Offgri
 from .sizes import parse_size
 
 if TYPE_CHECKING:
+    from .chat_template import TemplateChoice
     from .gguf_info import GGUFInfo
     from .hub import Variant
 
@@ -85,7 +86,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inspect_text(repo: str, filename: str, info: GGUFInfo) -> list[str]:
+def _inspect_text(repo: str, filename: str, info: GGUFInfo, choice: TemplateChoice) -> list[str]:
     """The header summary of ``offgrid inspect``."""
     from .sizes import format_size
 
@@ -96,7 +97,12 @@ def _inspect_text(repo: str, filename: str, info: GGUFInfo) -> list[str]:
     params = f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.1f}M"
     if info.split_count > 1:
         params += f" in this shard of {info.split_count}"
-    template = (info.chat_template or "none").strip().splitlines()[0]
+    from .chat_template import GGUF
+
+    template = choice.describe()
+    if choice.kind == GGUF:
+        first = (info.chat_template or "").strip().splitlines()[0]
+        template += f": {first[:50]}{'...' if len(first) > 50 else ''}"
     return [
         f"{info.name or filename}  ({repo} / {filename})",
         f"  architecture   {info.architecture or '?'}",
@@ -112,7 +118,7 @@ def _inspect_text(repo: str, filename: str, info: GGUFInfo) -> list[str]:
         f"  quantization   {info.quant or '?'}",
         f"  tensor data    {format_size(info.tensor_data_size)} in {info.tensor_count} tensors"
         f" (header {format_size(info.header_size)}, file {format_size(info.file_size)})",
-        f"  chat template  {template[:70] + ('...' if len(template) > 70 else '')}",
+        f"  template       {template}",
     ]
 
 
@@ -121,6 +127,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
+    from .chat_template import choose_template
     from .errors import UnsupportedModelError
     from .fit import available_memory, estimate_memory, fit_verdict
     from .gguf_info import inspect_gguf
@@ -128,16 +135,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     available = available_memory(args.ram)
     info = inspect_gguf(args.repo, args.file)
+    choice = choose_template(info, f"{args.repo}/{args.file}")
     try:
         estimate = estimate_memory(info, args.ctx, args.kv_type)
     except UnsupportedModelError as exc:
         estimate, reason = None, exc.message
     verdict = fit_verdict(estimate.total_bytes, available) if estimate else None
     if args.json:
-        data = {"info": info.to_dict(), "estimate": asdict(estimate) if estimate else None}
+        data = {
+            "info": info.to_dict(),
+            "template": choice.describe(),
+            "estimate": asdict(estimate) if estimate else None,
+        }
         print(json.dumps({**data, "available_bytes": available, "fits": verdict}, indent=2))
         return 0
-    lines = _inspect_text(args.repo, args.file, info)
+    lines = _inspect_text(args.repo, args.file, info, choice)
     if estimate is None:
         lines.append(f"  memory         unknown: {reason}")
     else:
@@ -285,6 +297,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         n_threads=args.threads,
         temperature=args.temperature,
         max_tokens=args.max_tokens,
+        template=args.template,
     )
     return run_session(chat, args.model, stdin=sys.stdin, stdout=sys.stdout)
 
@@ -301,6 +314,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         iterations=args.iterations,
         n_threads=args.threads,
         n_ctx=args.ctx,
+        depth=args.depth,
+        llama_bench=args.llama_bench,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -391,15 +406,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--max-tokens", type=_positive_int, default=512)
     p.add_argument("--threads", type=_positive_int, metavar="N", help="default: physical cores")
+    p.add_argument(
+        "--template",
+        metavar="NAME",
+        help="chat template: a llama.cpp built-in name (gemma, llama2, chatml...), none, or Jinja",
+    )
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("benchmark", help="measure prompt and generation speed of a local model")
     p.add_argument("model", help="model name (see offgrid list) or path")
     p.add_argument("--prompt-tokens", type=_positive_int, default=512, metavar="N")
     p.add_argument("--output-tokens", type=_positive_int, default=128, metavar="N")
-    p.add_argument("--iterations", type=_positive_int, default=3, metavar="N")
+    p.add_argument(
+        "--iterations", type=_positive_int, metavar="N", help="default 3 (5 with --llama-bench)"
+    )
     p.add_argument("--threads", type=_positive_int, metavar="N", help="default: physical cores")
     p.add_argument("--ctx", type=_positive_int, metavar="N", help="context to allocate")
+    p.add_argument(
+        "--depth",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="tokens in the KV cache before each timed phase (llama-bench -d)",
+    )
+    p.add_argument(
+        "--llama-bench",
+        action="store_true",
+        help="llama-bench's tests: pp and tg each from the (depth-filled) cache, 5 repetitions",
+    )
     output = p.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the JSON result")
     output.add_argument("--csv", action="store_true", help="print one CSV row per iteration")

@@ -129,8 +129,8 @@ def benchmark_table(result: BenchmarkResult) -> str:
     head = "| model | quant | threads | test | t/s |\n| --- | --- | ---: | --- | ---: |"
     lines = [head]
     for test, column in (
-        (f"pp{result.config.prompt_tokens}", "prompt_tokens_per_sec"),
-        (f"tg{result.config.output_tokens}", "generation_tokens_per_sec"),
+        (result.config.prompt_test, "prompt_tokens_per_sec"),
+        (result.config.generation_test, "generation_tokens_per_sec"),
     ):
         mean, std = s.loc[column, "mean"], s.loc[column, "std"]
         lines.append(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from .chat import Chat
+from .chat_template import BASE_MODEL_NOTE
 from .errors import OffgridError
 
 EXIT = {"exit", "quit", "bye"}
@@ -45,6 +46,9 @@ def run_session(chat: Chat, name: str, *, stdin: TextIO, stdout: TextIO) -> int:
     """Chat until ``exit`` or end of input; return the exit code."""
     interactive = stdin.isatty()
     stdout.write(f"Starting interactive chat with {name}\n")
+    stdout.write(f"template: {chat.template_choice.describe()}\n")
+    if not chat.template_choice.is_chat:
+        stdout.write(f"{name} {BASE_MODEL_NOTE}\n")
     stdout.write("Type 'exit' to quit, 'clear' to reset conversation\n")
     while True:
         try:

@@ -12,8 +12,13 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from .chat_template import CHATML_TEMPLATE
-
+# ChatML, the template generated models carry (their special tokens are ChatML's).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 _N_BYTES = 128
 _EOS = 4
 _SPECIAL = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
@@ -37,6 +42,7 @@ class TinyModelSpec:
     extra_vocab: int = 0
     name: str = "tiny-llama"
     seed: int = 0
+    chat_template: str | None = CHATML_TEMPLATE  # None: a base model
 
 
 def _vocab(extra: int) -> tuple[list[str], list[int], list[float]]:
@@ -90,7 +96,8 @@ def write_tiny_model(path: str | Path, spec: TinyModelSpec | None = None) -> Pat
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(_EOS)  # <|im_end|>, so a ChatML reply can end
     writer.add_add_bos_token(True)
-    writer.add_chat_template(CHATML_TEMPLATE)
+    if spec.chat_template is not None:
+        writer.add_chat_template(spec.chat_template)
 
     def weight(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.02).astype(np.float32)
@@ -100,10 +107,11 @@ def write_tiny_model(path: str | Path, spec: TinyModelSpec | None = None) -> Pat
 
     writer.add_tensor("token_embd.weight", weight(len(tokens), spec.n_embd))
     writer.add_tensor("output_norm.weight", norm())
-    # Sharper logits (std ~1.6) with a zero row for end-of-sequence: a reply rarely ends at once,
-    # so streaming, length limits and stop handling are actually exercised.
+    # Sharper logits (std ~1.6) with zero rows for end-of-sequence and the other control tokens
+    # (a reply stops at any of them): a reply rarely ends at once, so streaming, length limits
+    # and stop handling are actually exercised.
     output = weight(len(tokens), spec.n_embd) * 5
-    output[_EOS] = 0.0
+    output[1 : len(_SPECIAL)] = 0.0
     writer.add_tensor("output.weight", output)
     for i in range(spec.n_layers):
         blk = f"blk.{i}"
@@ -144,4 +152,25 @@ def quantize(source: str | Path, target: str | Path, quant: str) -> Path:
     )
     if status != 0:
         raise ValueError(f"quantizing {source} to {quant} failed (llama.cpp status {status})")
+    return target
+
+
+def with_chat_template(source: str | Path, target: str | Path, template: str) -> Path:
+    """Copy a GGUF model to ``target`` with ``template`` as its ``tokenizer.chat_template``.
+
+    The tensors are copied as they are (gguf's own ``gguf_new_metadata`` does the copy), so a
+    real base model becomes a stand-in for an instruct model that carries its template.
+    """
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+
+    reader = gguf.GGUFReader(str(source))
+    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE)
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(target), arch=arch.contents(), endianess=reader.endianess)
+    alignment = reader.get_field(gguf.Keys.General.ALIGNMENT)
+    if alignment is not None:
+        writer.data_alignment = alignment.contents()
+    template_value = MetadataDetails(gguf.GGUFValueType.STRING, template)
+    copy_with_new_metadata(reader, writer, {gguf.Keys.Tokenizer.CHAT_TEMPLATE: template_value}, [])
     return target

@@ -176,15 +176,16 @@ def test_run_reads_messages_from_stdin(tiny_model):
     result = _offgrid("run", str(tiny_model), "--max-tokens", "8", stdin=script)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[:3] == [
+    assert lines[:4] == [
         f"Starting interactive chat with {tiny_model}",
+        "template: gguf",
         "Type 'exit' to quit, 'clear' to reset conversation",
         "You: hello",
     ]
-    assert lines[3].startswith("Assistant: ")
-    assert lines[4:6] == ["You: /clear", "Conversation cleared."]
-    assert lines[6] == "You: how are you"
-    assert lines[7].startswith("Assistant: ")
+    assert lines[4].startswith("Assistant: ")
+    assert lines[5:7] == ["You: /clear", "Conversation cleared."]
+    assert lines[7] == "You: how are you"
+    assert lines[8].startswith("Assistant: ")
     assert "never sent" not in result.stdout
     assert result.stderr == ""
 
@@ -213,7 +214,7 @@ def test_benchmark_table_json_and_csv(tiny_model, capsys):
     assert lines[0] == "| model | quant | threads | test | t/s |"
     assert lines[2].startswith("| tiny-llama-F32 | F32 |")
     assert "| pp16 |" in lines[2]
-    assert "| tg4 |" in lines[3]
+    assert "| tg4 @ d16 |" in lines[3]  # generation follows the 16-token prompt
     code, out, _ = run(capsys, *args, "--iterations", "1", "--json")
     assert json.loads(out)["config"]["prompt_tokens"] == 16
     code, out, _ = run(capsys, *args, "--iterations", "2", "--csv")

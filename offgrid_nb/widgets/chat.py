@@ -11,6 +11,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..chat import Chat, Message
+from ..chat_template import BASE_MODEL_NOTE
 from ..errors import NotFoundError
 from .base import Panel, StatusLine, Task
 from .choices import including, local_models
@@ -48,7 +49,9 @@ class ChatPanel(Panel):
             :class:`offgrid_nb.chat.Chat`.
 
     Attributes:
-        model: the model picker. history: the conversation (HTML). prompt: the input box.
+        model: the model picker. template: which chat template the model got (after the first
+        message; a base model's text is continued). history: the conversation (HTML).
+        prompt: the input box.
         send_button, stop_button, clear_button: the actions. status: notes and errors.
         chat: the :class:`~offgrid_nb.chat.Chat` behind the panel (after the first message).
     """
@@ -65,6 +68,7 @@ class ChatPanel(Panel):
         self.chat: Chat | None = None
         self.model = widgets.Dropdown(description="Model", layout={"width": "60%"})
         self.refresh(model)
+        self.template = widgets.HTML("")
         self.history = widgets.HTML(conversation_html([]))
         self.prompt = widgets.Textarea(
             placeholder="Message", rows=2, layout={"width": "100%"}, description="Message"
@@ -86,6 +90,7 @@ class ChatPanel(Panel):
         self.widget = widgets.VBox(
             [
                 self.model,
+                self.template,
                 self.history,
                 self.prompt,
                 widgets.HBox([self.send_button, self.stop_button, self.clear_button]),
@@ -127,6 +132,7 @@ class ChatPanel(Panel):
 
     def _forget(self) -> None:
         self.chat = None
+        self.template.value = ""
         self.clear()
 
     def _reply(self, text: str, stop: threading.Event) -> None:
@@ -139,6 +145,9 @@ class ChatPanel(Panel):
         if self.chat is None:
             self.status.show(f"Loading {self.model.label}...")
             self.chat = Chat(self.model.value, system=self.system, **self.chat_options)
+            choice = self.chat.template_choice
+            note = "" if choice.is_chat else f" · {self.model.label} {BASE_MODEL_NOTE}"
+            self.template.value = html.escape(f"template: {choice.describe()}{note}")
         chat = self.chat
         pieces = chat.stream(text)
         reply, drawn = "", 0.0
