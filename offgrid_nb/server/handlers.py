@@ -183,19 +183,22 @@ def _generate(
         reply.close()
 
 
-class ChatHandler(OffgridHandler):
-    """``POST /v1/chat/completions``: OpenAI-compatible, whole or as server-sent events."""
+class GenerationHandler(OffgridHandler):
+    """What the chat and text completion endpoints share: the gate, whole or streamed answers."""
 
-    @web.authenticated
-    @authorized
-    async def post(self) -> None:
-        """Answer one chat completion; model work waits its turn (503 past the queue bound)."""
-        request = params.chat_request(self.body())
-        completion = responses.Completion(request.model)
+    async def answer(
+        self,
+        start: Callable[[], Reply],
+        completion: responses.Completion,
+        *,
+        stream: bool,
+        include_usage: bool,
+    ) -> None:
+        """Start a reply (model work waits its turn; 503 past the queue bound) and send it."""
         with self.api.gate.slot():
-            reply = await in_thread(self.api.start_reply, request)
-            if request.stream:
-                await self._stream(reply, completion, include_usage=request.include_usage)
+            reply = await in_thread(start)
+            if stream:
+                await self._stream(reply, completion, include_usage=include_usage)
                 return
             await in_thread(_generate, reply, self.disconnected)
         if not self.disconnected.is_set():
@@ -225,7 +228,9 @@ class ChatHandler(OffgridHandler):
 
         worker = in_thread(_generate, reply, self.disconnected, send)
         worker.add_done_callback(lambda _: pieces.put_nowait(None))  # after every piece
-        await self._send(completion.chunk({"role": "assistant", "content": ""}))
+        opening = completion.opening()
+        if opening is not None:
+            await self._send(opening)
         piece: str | None = ""
         while piece is not None:
             text, piece = "", await pieces.get()
@@ -235,17 +240,50 @@ class ChatHandler(OffgridHandler):
                     break
                 piece = pieces.get_nowait()
             if text:
-                await self._send(completion.chunk({"content": text}))
+                await self._send(completion.piece(text))
         try:
             await worker
         except OffgridError as exc:
             await self._send(responses.error(exc.http_status, exc.message, exc=exc))
         else:
-            await self._send(completion.chunk({}, finish_reason=reply.finish_reason))
+            await self._send(completion.closing(reply.finish_reason))
             if include_usage:
                 await self._send(completion.usage_chunk(reply))
         await self._send("[DONE]")
         self.finish(set_content_type="text/event-stream")
+
+
+class ChatHandler(GenerationHandler):
+    """``POST /v1/chat/completions``: OpenAI-compatible, whole or as server-sent events."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        """Answer one chat completion (``template`` overrides the model's chat template)."""
+        request = params.chat_request(self.body())
+        await self.answer(
+            lambda: self.api.start_reply(request),
+            responses.Completion(request.model),
+            stream=request.stream,
+            include_usage=request.include_usage,
+        )
+
+
+class CompletionHandler(GenerationHandler):
+    """``POST /v1/completions``: OpenAI's text completion (no chat template), for base models
+    and scripts; whole or as server-sent events."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        """Continue one prompt."""
+        request = params.completion_request(self.body())
+        await self.answer(
+            lambda: self.api.start_completion(request),
+            responses.TextCompletion(request.model),
+            stream=request.stream,
+            include_usage=request.include_usage,
+        )
 
 
 class BenchmarkHandler(OffgridHandler):
@@ -290,6 +328,7 @@ ENDPOINTS: list[tuple[str, type[OffgridHandler]]] = [
     ("models/download", DownloadHandler),
     ("models/download/([^/]+)", DownloadJobHandler),
     ("chat/completions", ChatHandler),
+    ("completions", CompletionHandler),
     ("benchmark", BenchmarkHandler),
     ("health", HealthHandler),
 ]

@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..chat import check_messages, check_options
+from ..chat import check_messages, check_options, check_stop
+from ..chat_template import check_override
 from ..errors import InvalidArgumentError, UnsafePathError
 from ..library import is_safe_relative_path
 
@@ -216,6 +217,55 @@ class ChatRequest:
     temperature: float
     max_tokens: int
     seed: int | None
+    template: str | None = None
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A checked OpenAI (legacy) text completion request: ``POST /v1/completions``."""
+
+    model: str
+    prompt: str
+    stream: bool
+    include_usage: bool
+    temperature: float
+    max_tokens: int
+    stop: list[str]
+    seed: int | None
+
+
+def _max_tokens(body: Body, default: int) -> int:
+    value = checked(body, "max_completion_tokens", "int")
+    return checked(body, "max_tokens", "int", default) if value is None else value
+
+
+def completion_request(body: Body) -> CompletionRequest:
+    """Parse ``POST /v1/completions`` (one prompt string; ``stop`` a string or a list).
+
+    Raises:
+        InvalidArgumentError: bad model, prompt or options.
+    """
+    max_tokens = _max_tokens(body, 16)  # OpenAI's default for this endpoint
+    temperature = checked(body, "temperature", "number", 1.0)
+    check_options(temperature=temperature, max_tokens=max_tokens)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise InvalidArgumentError(
+            "prompt must be a non-empty string", hint="one prompt per request"
+        )
+    options = checked(body, "stream_options", "object", {})
+    return CompletionRequest(
+        model=model_name(body),
+        prompt=prompt,
+        stream=checked(body, "stream", "bool", False),
+        include_usage=checked(options, "include_usage", "bool", False),
+        temperature=float(temperature),
+        max_tokens=max_tokens,
+        stop=check_stop(body.get("stop")),
+        seed=checked(body, "seed", "int"),
+    )
 
 
 def chat_request(body: Body) -> ChatRequest:
@@ -224,9 +274,7 @@ def chat_request(body: Body) -> ChatRequest:
     Raises:
         InvalidArgumentError: bad model, messages or options.
     """
-    max_tokens = checked(body, "max_completion_tokens", "int")
-    if max_tokens is None:
-        max_tokens = checked(body, "max_tokens", "int", 512)
+    max_tokens = _max_tokens(body, 512)
     temperature = checked(body, "temperature", "number", 0.7)
     check_options(temperature=temperature, max_tokens=max_tokens)
     options = checked(body, "stream_options", "object", {})
@@ -238,6 +286,7 @@ def chat_request(body: Body) -> ChatRequest:
         temperature=float(temperature),
         max_tokens=max_tokens,
         seed=checked(body, "seed", "int"),
+        template=check_override(checked(body, "template", "str")),
     )
 
 
@@ -251,8 +300,10 @@ def benchmark_request(body: Body) -> dict[str, Any]:
         "model": model_name(body),
         "prompt_tokens": checked(body, "prompt_tokens", "int", 512),
         "output_tokens": checked(body, "output_tokens", "int", 128),
-        "iterations": checked(body, "iterations", "int", 3),
+        "iterations": checked(body, "iterations", "int"),  # 3, or 5 with llama_bench
         "warmup": checked(body, "warmup", "bool", True),
+        "depth": checked(body, "depth", "int", 0),
+        "llama_bench": checked(body, "llama_bench", "bool", False),
     }
 
 

@@ -106,11 +106,14 @@ def search_results(df: pd.DataFrame) -> JSON:
     return {"total": int(df.attrs.get("total", len(df))), "results": results}
 
 
-def model_list(df: pd.DataFrame, root: Path, loaded: LoadedModel | None) -> JSON:
-    """The local library in OpenAI's ``GET /v1/models`` shape, plus size and quantization."""
+def model_list(
+    df: pd.DataFrame, root: Path, loaded: LoadedModel | None, templates: list[str | None]
+) -> JSON:
+    """The local library in OpenAI's ``GET /v1/models`` shape, plus size, quantization and the
+    chat template each model gets (``templates``, one per row)."""
     data = []
     ids = unique_names(list(df["name"]), list(df["path"]), root)
-    for model_id, row in zip(ids, _records(df), strict=True):
+    for model_id, row, template in zip(ids, _records(df), templates, strict=True):
         path = Path(row["path"])
         created = row["downloaded_at"].timestamp() if row["downloaded_at"] else path.stat().st_mtime
         data.append(
@@ -124,6 +127,7 @@ def model_list(df: pd.DataFrame, root: Path, loaded: LoadedModel | None) -> JSON
                 "quantization": row["quant"],
                 "parameter_size": row["param_size"],
                 "repo_id": row["repo_id"],
+                "template": template,
                 "loaded": loaded is not None and loaded.path == path.resolve(),
             }
         )
@@ -188,11 +192,17 @@ def loaded_model(loaded: LoadedModel | None) -> JSON | None:
 
 @dataclass(frozen=True)
 class Completion:
-    """One OpenAI chat completion being answered: whole, or as ``chat.completion.chunk``\\s."""
+    """One OpenAI chat completion being answered: whole, or as ``chat.completion.chunk``\\s.
+
+    :class:`TextCompletion` has the same methods for ``/v1/completions``; the handlers stream
+    either through them.
+    """
 
     model: str
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
+    kind = "chat.completion"
+    chunk_kind = "chat.completion.chunk"
 
     def _head(self, kind: str) -> JSON:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
@@ -207,28 +217,54 @@ class Completion:
             "total_tokens": prompt + completion,
         }
 
+    def _choice(self, text: str, *, streamed: bool) -> JSON:
+        if streamed:
+            return {"delta": {"content": text}}
+        return {"message": {"role": "assistant", "content": text}}
+
     def whole(self, reply: Reply) -> JSON:
         """The non-streaming answer."""
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": reply.text},
-            "finish_reason": reply.finish_reason,
-        }
-        return {
-            **self._head("chat.completion"),
-            "choices": [choice],
-            "usage": self._usage(reply.usage),
-        }
+        choice = {"index": 0, **self._choice(reply.text, streamed=False)}
+        choice["finish_reason"] = reply.finish_reason
+        return {**self._head(self.kind), "choices": [choice], "usage": self._usage(reply.usage)}
 
-    def chunk(self, delta: JSON, finish_reason: str | None = None) -> JSON:
-        """One streamed piece (``delta`` is ``{"role"?, "content"?}``)."""
-        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
-        return {**self._head("chat.completion.chunk"), "choices": [choice]}
+    def chunk(self, body: JSON, finish_reason: str | None = None) -> JSON:
+        """One streamed piece (``body`` is the choice's content: a delta, or a text)."""
+        choice = {"index": 0, **body, "finish_reason": finish_reason}
+        return {**self._head(self.chunk_kind), "choices": [choice]}
+
+    def opening(self) -> JSON | None:
+        """The first event of a stream (the assistant's role), if the shape has one."""
+        return self.chunk({"delta": {"role": "assistant", "content": ""}})
+
+    def piece(self, text: str) -> JSON:
+        """A streamed piece of text."""
+        return self.chunk(self._choice(text, streamed=True))
+
+    def closing(self, finish_reason: str) -> JSON:
+        """The event that ends the text, with why it ended."""
+        return self.chunk({"delta": {}}, finish_reason)
 
     def usage_chunk(self, reply: Reply) -> JSON:
         """The last chunk when ``stream_options.include_usage`` is set."""
-        return {
-            **self._head("chat.completion.chunk"),
-            "choices": [],
-            "usage": self._usage(reply.usage),
-        }
+        return {**self._head(self.chunk_kind), "choices": [], "usage": self._usage(reply.usage)}
+
+
+@dataclass(frozen=True)
+class TextCompletion(Completion):
+    """One OpenAI text completion (``/v1/completions``): whole or as streamed chunks."""
+
+    id: str = field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
+    kind = "text_completion"
+    chunk_kind = "text_completion"
+
+    def _choice(self, text: str, *, streamed: bool) -> JSON:
+        return {"text": text, "logprobs": None}
+
+    def opening(self) -> JSON | None:
+        """Text completions start with the first piece."""
+        return None
+
+    def closing(self, finish_reason: str) -> JSON:
+        """An empty text with the finish reason."""
+        return self.chunk(self._choice("", streamed=True), finish_reason)

@@ -10,7 +10,8 @@ from typing import Any
 
 from .. import __version__
 from ..bench import benchmark, system_info
-from ..chat import Reply, complete
+from ..chat import Reply, complete, generate
+from ..chat_template import file_template
 from ..config import get_settings
 from ..engine import loaded_model
 from ..errors import UnsupportedModelError
@@ -21,7 +22,7 @@ from ..library import find_model, list_models
 from . import responses
 from .config import OffgridAPI
 from .jobs import DownloadJobs
-from .params import ChatRequest
+from .params import ChatRequest, CompletionRequest
 from .threads import ModelGate
 
 
@@ -70,8 +71,10 @@ class ApiState:
 
     def library(self) -> responses.JSON:
         """``/v1/models``: the local models."""
-        root = self.models_dir
-        return responses.model_list(list_models(root), root, loaded_model())
+        root, df = self.models_dir, list_models(self.models_dir)
+        choices = [file_template(Path(path)) for path in df["path"]]
+        templates = [choice.describe() if choice else None for choice in choices]
+        return responses.model_list(df, root, loaded_model(), templates)
 
     def start_reply(self, request: ChatRequest) -> Reply:
         """Load the model (if needed) and prepare the reply; iterating it generates."""
@@ -81,6 +84,20 @@ class ApiState:
             n_threads=self.config.default_threads or None,
             temperature=request.temperature,
             max_tokens=request.max_tokens,
+            seed=request.seed,
+            template=request.template,
+        )
+
+    def start_completion(self, request: CompletionRequest) -> Reply:
+        """``/v1/completions``: load the model (if needed) and prepare the text's continuation."""
+        return generate(
+            self.model_path(request.model),
+            request.prompt,
+            stream=True,
+            n_threads=self.config.default_threads or None,
+            temperature=request.temperature,
+            max_tokens=request.max_tokens,
+            stop=request.stop,
             seed=request.seed,
         )
 
