@@ -6,6 +6,7 @@ reached through the real ``huggingface_hub`` client.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -13,14 +14,15 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import platformdirs
 import pytest
 
 os.environ["HF_HUB_DISABLE_XET"] = "1"  # read by huggingface_hub at import
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
-from offgrid_nb import clear_cache
+from offgrid_nb import bundled_model, clear_cache, library
 from offgrid_nb.mirror import MirrorServer
-from offgrid_nb.synthetic import write_tiny_model
+from offgrid_nb.synthetic import with_chat_template, write_tiny_model
 
 TOKEN = "hf_test_token_for_gated_repos"
 
@@ -331,3 +333,79 @@ def jupyter_lab(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# --- The real model (tests marked `real`): google/gemma-3-270m Q4_K_M from a registry package ---
+
+REAL_CACHE = Path(platformdirs.user_cache_dir("offgrid_nb")) / "test-models"
+GEMMA_IT_TEMPLATE = Path(__file__).parent / "data" / "gemma-3-it.jinja"
+TEMPLATED_REPO = "offgrid-test/gemma-3-270m-it-GGUF"
+TEMPLATED_FILE = "gemma-3-270m-it-q4_k_m.gguf"
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    """The real base model (no chat template), assembled once per machine and kept there.
+
+    The folder is named by its sha256, and the file is never rewritten when present.
+    """
+    path = bundled_model.bundled_model_path(REAL_CACHE)
+    if path is None:
+        pytest.skip(f"the real model's package is not installed ({bundled_model.INSTALL_HINT})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def templated_model(real_model: Path) -> Path:
+    """The real model with gemma-3-it's own Jinja template in its metadata, made once per
+    machine: it stands for an instruct model that carries its template."""
+    template = GEMMA_IT_TEMPLATE.read_text(encoding="utf-8")
+    key = hashlib.sha256(template.encode()).hexdigest()[:12]
+    target = real_model.parent / key / TEMPLATED_FILE
+    if not target.is_file():
+        partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+        with_chat_template(real_model, partial, template)
+        os.replace(partial, target)
+    return target
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+@pytest.fixture(scope="session")
+def real_hub_root(
+    tmp_path_factory: pytest.TempPathFactory, real_model: Path, templated_model: Path
+) -> Path:
+    """A Hub folder serving the real model under its real repo id (and the templated copy)."""
+    root = tmp_path_factory.mktemp("real-hub")
+    meta = {"downloads": 4321, "likes": 7, "lastModified": _ago(20), "tags": ["gguf"]}
+    for repo, name, source, sha in (
+        (bundled_model.REPO_ID, bundled_model.FILENAME, real_model, bundled_model.SHA256),
+        (TEMPLATED_REPO, TEMPLATED_FILE, templated_model, None),
+    ):
+        _link_or_copy(source, root / repo / name)
+        digest = sha or library.hash_file(source).hexdigest()
+        (root / repo / "repo.json").write_text(json.dumps({**meta, "sha256": {name: digest}}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_mirror(real_hub_root: Path) -> Iterator[MirrorServer]:
+    """Our Hub mirror over ``real_hub_root``."""
+    with MirrorServer(real_hub_root) as server:
+        yield server
+
+
+@pytest.fixture
+def real_hub(
+    hub: MirrorServer, real_mirror: MirrorServer, monkeypatch: pytest.MonkeyPatch
+) -> MirrorServer:
+    """Like ``hub`` (isolated folders, caches and tokens), pointed at ``real_mirror``."""
+    monkeypatch.setenv("HF_ENDPOINT", real_mirror.url)
+    real_mirror.requests.clear()
+    return real_mirror

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -542,3 +543,55 @@ def test_offgrid_serve_warns_when_it_binds_beyond_loopback(hub):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def real_library(hub, real_model, templated_model, tmp_path):
+    """The models folder ``hub`` set, holding the real model and its templated copy."""
+    folder = tmp_path / "models" / "local"
+    folder.mkdir(parents=True)
+    for model in (real_model, templated_model):
+        try:
+            os.link(model, folder / model.name)
+        except OSError:
+            shutil.copyfile(model, folder / model.name)
+    yield folder.parent
+    unload_model()
+
+
+@pytest.mark.real
+async def test_the_real_model_over_rest(fetch, jupyter_v1, jp_serverapp, real_library):
+    base, instruct = "gemma-3-270m-q4_k_m", "gemma-3-270m-it-q4_k_m"
+    status, models = await fetch("GET", "models")
+    assert status == 200
+    assert {m["id"]: m["template"] for m in models["data"]} == {
+        base: "none (base model)",
+        instruct: "gguf",
+    }
+    client = openai.AsyncOpenAI(
+        base_url=jupyter_v1, api_key=jp_serverapp.identity_provider.token, max_retries=0
+    )
+    options = {"model": base, "prompt": "The capital of France is", "max_tokens": 16}
+    whole = await client.completions.create(**options, temperature=0)
+    assert whole.object == "text_completion"
+    assert "France" in whole.choices[0].text
+    assert whole.usage.completion_tokens == 16
+    stream = await client.completions.create(**options, temperature=0, stream=True)
+    pieces = [chunk.choices[0].text async for chunk in stream if chunk.choices]
+    assert "".join(pieces) == whole.choices[0].text
+    twice = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    status, answer = await fetch("POST", "chat/completions", {"model": instruct, "messages": twice})
+    assert status == 400
+    assert "roles must alternate" in answer["error"]["message"]
+    status, answer = await fetch(
+        "POST", "chat/completions", {"model": base, "messages": HELLO, "template": "gemma",
+                                     "max_tokens": 8, "temperature": 0},
+    )  # fmt: skip
+    assert status == 200
+    assert "<" not in answer["choices"][0]["message"]["content"]  # no markup
+    status, answer = await fetch(
+        "POST", "chat/completions", {"model": base, "messages": HELLO, "template": "no-such"}
+    )
+    assert (status, answer["error"]["type"]) == (400, "invalid_request_error")
+    status, answer = await fetch("POST", "completions", {"model": base, "prompt": ""})
+    assert status == 400
