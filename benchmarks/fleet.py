@@ -35,7 +35,7 @@ from offgrid_nb.synthetic import quantize, write_tiny_model
 
 REPO = "bench/fleet-GGUF"
 QUANTS = ("Q8_0", "Q4_K_M", "Q4_0", "Q2_K")
-OPTIONS = {"prompt_tokens": 64, "output_tokens": 16, "iterations": 2, "n_threads": 1}
+OPTIONS = {"prompt_tokens": 128, "output_tokens": 64, "iterations": 3, "n_threads": 1}
 
 
 def own_folders(root: str, dask_worker: distributed.Worker) -> str:
