@@ -158,7 +158,9 @@ def _fetch(task: _Task) -> Path:
             model.repo_id, model.file, quant=model.quant, revision=model.revision
         )
     except OfflineError:  # only a model the local manifests already hold; nothing to lock
-        return download(model.repo_id, model.file, quant=model.quant, models_dir=root)
+        return download(
+            model.repo_id, model.file, quant=model.quant, models_dir=root, revision=model.revision
+        )
     target = local_path(root, model.repo_id, variant.filename)
     # A folder given by the user is shared by every worker; a worker's own is shared at most
     # by the workers of its host.
@@ -190,7 +192,7 @@ def run_task(task: _Task) -> pd.DataFrame:
     where = {"host": platform.node(), "worker": get_worker().address, "task_start": _now()}
     if Event(task.cancel_event).is_set():
         return _error_row(str(task.model), "cancelled before it started", **where, task_end=_now())
-    try:
+    try:  # the override is process-wide: fine, a worker runs one benchmark at a time
         with settings_override(endpoint=task.endpoint, token=task.token):
             started = time.perf_counter()
             path = _fetch(task)
