@@ -50,6 +50,7 @@ PER_CHOICES = ("spread", "worker", "host")
 FLEET_COLUMNS = ["host", "worker", "download_s", "error", "task_start", "task_end"]
 PACKAGES = ("offgrid-nb", "llama-cpp-python")  # must match between the client and the workers
 POLL_INTERVAL = 0.02  # seconds between checks for finished tasks and for a cancel
+WORKER_CHECK_INTERVAL = 1.0  # seconds between checks that the workers tasks wait for still exist
 _HUB_REF = re.compile(r"(?P<repo>[\w.-]+/[\w.-]+)(?::(?P<quant>[\w.-]+)|/(?P<file>.+\.gguf))?")
 
 
@@ -326,7 +327,16 @@ def _check_options(options: dict[str, Any]) -> None:
         ) from None
 
 
+def _gone(
+    client: Client, pending: dict[int, Future], labels: list[tuple[str, str | None]]
+) -> list[int]:
+    """The pending tasks tied to a worker that left the cluster (they would wait forever)."""
+    alive = set(client.scheduler_info(n_workers=-1)["workers"])
+    return [i for i in pending if labels[i][1] is not None and labels[i][1] not in alive]
+
+
 def _collect(
+    client: Client,
     futures: list[Future],
     labels: list[tuple[str, str | None]],
     progress: ProgressCallback | None,
@@ -337,17 +347,31 @@ def _collect(
     frames: list[pd.DataFrame | None] = [None] * len(futures)
     pending = dict(enumerate(futures))
     cancelled = False
+    checked = time.monotonic()
+
+    def finish(index: int, frame: pd.DataFrame) -> None:
+        frames[index] = frame
+        pending.pop(index)
+        if progress is not None:
+            done = len(futures) - len(pending)
+            progress(FleetProgress(done, len(futures), labels[index][0], frame))
+
     try:
         while pending:
             for index in [i for i, f in pending.items() if f.done()]:
                 model, target = labels[index]
                 try:
-                    frame = pending.pop(index).result()
-                except Exception as exc:  # the worker died or the task could not run
+                    frame = pending[index].result()
+                except Exception as exc:  # the worker died too often, or the task could not run
                     frame = _error_row(model, _error_text(exc), host=None, worker=target)
-                frames[index] = frame
-                if progress is not None:
-                    progress(FleetProgress(len(futures) - len(pending), len(futures), model, frame))
+                finish(index, frame)
+            if pending and time.monotonic() - checked > WORKER_CHECK_INTERVAL:
+                checked = time.monotonic()
+                for index in _gone(client, pending, labels):
+                    model, target = labels[index]
+                    client.cancel(pending[index])
+                    error = f"worker {target} left the cluster before this run ended"
+                    finish(index, _error_row(model, error, host=None, worker=target))
             if not cancelled and cancel is not None and cancel.is_set():
                 cancel_event.set()
                 cancelled = True
@@ -442,7 +466,7 @@ def fleet_benchmark(
                 )
             )
             labels.append((str(spec), target))
-    frames = _collect(futures, labels, progress, cancel, event)
+    frames = _collect(client, futures, labels, progress, cancel, event)
     return pd.concat(frames, ignore_index=True)
 
 

@@ -6,6 +6,7 @@ client sends its endpoint with each task) and each has its own models folder.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -28,6 +29,7 @@ from offgrid_nb.fleet import (  # noqa: E402
     FleetProgress,
     HubModel,
     compare,
+    connect,
     fleet_benchmark,
     hub_model,
     version_differences,
@@ -43,6 +45,7 @@ QUANTS = ("Q8_0", "Q4_K_M", "Q4_0", "Q2_K")
 MODELS = [f"{REPO}:{q}" for q in QUANTS]
 BROKEN = "offgrid-test/fleet-broken-GGUF/broken-Q4_0.gguf"
 FAST = {"prompt_tokens": 8, "output_tokens": 4, "iterations": 1, "warmup": False, "n_threads": 1}
+SLOWER = {**FAST, "output_tokens": 64, "iterations": 3}  # a run outlasts the client's poll
 
 
 @pytest.fixture(scope="module")
@@ -164,9 +167,8 @@ def test_no_worker_with_the_resource_fails_at_once(client, fleet_mirror):
 
 def test_cancel_skips_the_models_not_started(client):
     cancel = threading.Event()
-    slower = {**FAST, "output_tokens": 64, "iterations": 3}  # a run outlasts the client's poll
     runs = fleet_benchmark(  # one worker: the runs come one after another
-        MODELS[:3], per="host", progress=lambda _: cancel.set(), cancel=cancel, **slower
+        MODELS[:3], per="host", progress=lambda _: cancel.set(), cancel=cancel, **SLOWER
     )
     errors = runs.drop_duplicates("task_start")["error"]
     assert errors.isna().sum() in (1, 2)  # the first run, and maybe the one started meanwhile
@@ -232,6 +234,11 @@ def test_cli_fleet_errors_are_one_line(client, capsys):
     assert "error: --per needs --scheduler" in capsys.readouterr().err
 
 
+def test_an_unreachable_scheduler_is_a_clear_error():
+    with pytest.raises(ClusterError, match="Cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        connect("tcp://127.0.0.1:9", timeout=0.5)
+
+
 def test_import_never_imports_dask_and_no_client_is_a_clear_error():
     code = (
         "import sys, offgrid_nb as og\n"
@@ -280,3 +287,23 @@ def test_panel_targets_the_cluster_when_a_client_exists(client):
     assert panel.runs["worker"].nunique() == 2
     assert (panel.progress.value, panel.progress.max) == (4, 4)
     assert bytes(panel.plot.value).startswith(b"\x89PNG")
+
+
+def test_a_crashed_worker_is_an_error_row_and_the_others_finish(client, cluster):
+    # Last in the module: the nanny restarts the killed worker without our folder settings.
+    killed = []
+
+    def crash(event: FleetProgress) -> None:
+        if not killed:  # the first run is done: kill its worker while it runs its second
+            killed.append(event.rows["worker"].iloc[0])
+            with contextlib.suppress(Exception):  # the worker dies before it can answer
+                client.run(os._exit, 1, workers=killed)
+
+    runs = fleet_benchmark(MODELS[:2], per="worker", progress=crash, **SLOWER)
+    client.wait_for_workers(2)
+    by_worker = runs.drop_duplicates("task_start").groupby("worker")["error"]
+    survivor = next(w for w in cluster[1] if w not in killed)
+    assert by_worker.get_group(survivor).isna().all()  # both its runs finished
+    errors = by_worker.get_group(killed[0]).dropna()
+    assert len(errors) == 1
+    assert f"worker {killed[0]} left the cluster" in errors.iloc[0]
