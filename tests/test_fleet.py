@@ -235,7 +235,9 @@ def test_cli_fleet_errors_are_one_line(client, capsys):
 
 
 def test_an_unreachable_scheduler_is_a_clear_error():
-    with pytest.raises(ClusterError, match="Cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+    with pytest.raises(
+        ClusterError, match=r"Cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"
+    ):
         connect("tcp://127.0.0.1:9", timeout=0.5)
 
 
