@@ -226,15 +226,15 @@ def current_client() -> Client:
     Raises:
         ClusterError: ``distributed`` is not installed, or no client was created.
     """
-    distributed = _distributed()
-    try:
-        return distributed.get_client()
-    except ValueError:
+    _distributed()
+    client = existing_client()
+    if client is None:
         raise ClusterError(
             "No Dask client: connect to a cluster first",
             hint="client = distributed.Client('tcp://HOST:8786'), or a LocalCluster, "
             "dask-jobqueue or dask-gateway cluster",
-        ) from None
+        )
+    return client
 
 
 def existing_client() -> Client | None:
@@ -321,9 +321,10 @@ def _check_options(options: dict[str, Any]) -> None:
     try:
         bench.BenchmarkConfig(**options).check()
     except TypeError:
-        known = ", ".join(bench.BenchmarkConfig.__dataclass_fields__)
+        known = bench.BenchmarkConfig.__dataclass_fields__
+        unknown = ", ".join(sorted(set(options) - set(known)))
         raise InvalidArgumentError(
-            f"Unknown benchmark options: {', '.join(sorted(options))}", hint=f"use: {known}"
+            f"Unknown benchmark options: {unknown}", hint=f"use: {', '.join(known)}"
         ) from None
 
 

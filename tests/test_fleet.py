@@ -180,7 +180,7 @@ def test_bad_arguments_fail_before_anything_runs(client):
     with pytest.raises(InvalidArgumentError, match="per"):
         fleet_benchmark(MODELS, per="rack")
     with pytest.raises(InvalidArgumentError, match="Unknown benchmark options: tokens"):
-        fleet_benchmark(MODELS, tokens=3)
+        fleet_benchmark(MODELS, tokens=3, iterations=1)
     with pytest.raises(InvalidArgumentError, match="iterations"):
         fleet_benchmark(MODELS, iterations=0)
     with pytest.raises(InvalidArgumentError, match="neither a Hub model nor a local one"):
