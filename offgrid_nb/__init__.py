@@ -1,7 +1,8 @@
 """offgrid_nb: find, pull, chat with and benchmark open GGUF models from Jupyter, offline.
 
-Search and the library import fast; the llama.cpp parts (chat, benchmark, engine) and the
-notebook panels are imported on first use (PEP 562), so ``import offgrid_nb`` stays light.
+Search and the library import fast; the llama.cpp parts (chat, benchmark, engine), the fleet
+and the notebook panels are imported on first use (PEP 562), so ``import offgrid_nb`` stays
+light; Dask (``fleet``) is imported only when a cluster is used.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ _LAZY = {
     "load_model": "engine",
     "unload_model": "engine",
     "benchmark": "bench",
-    "compare": "bench",
+    "compare": "fleet",  # here, or on a Dask cluster with client=
+    "fleet_benchmark": "fleet",
     "plot_comparison": "bench",
     "save_runs": "bench",
     "load_runs": "bench",

@@ -37,6 +37,7 @@ import psutil
 from .engine import LoadedModel, default_threads, unload_model, use_model
 from .errors import InvalidArgumentError
 from .gguf_info import inspect_file
+from .jsonfile import write_text
 from .library import resolve_model
 from .llama_backend import llama_cpp
 
@@ -79,6 +80,20 @@ class BenchmarkConfig:
         """The context the runs fill (+1 for the last sampled token)."""
         longest = self.prompt_tokens + (self.output_tokens if self.generation_after_prompt else 0)
         return self.depth + max(longest, self.output_tokens) + 1
+
+    def check(self) -> None:
+        """Raise :class:`InvalidArgumentError` for a count below 1 (depth: below 0) or not a
+        whole number."""
+        for name in ("prompt_tokens", "output_tokens", "iterations", "depth"):
+            value, low = getattr(self, name), 0 if name == "depth" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InvalidArgumentError(
+                    f"Invalid {name}: {value!r} (must be a whole number >= {low})"
+                )
+        for name in ("n_threads", "n_ctx"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise InvalidArgumentError(f"Invalid {name}: {value!r} (must be >= 1)")
 
 
 def _test_name(kind: str, tokens: int, depth: int) -> str:
@@ -193,19 +208,6 @@ def system_info(loaded: LoadedModel | None = None) -> dict[str, Any]:
     return info
 
 
-def _check_args(config: BenchmarkConfig) -> None:
-    for name in ("prompt_tokens", "output_tokens", "iterations", "depth"):
-        value, low = getattr(config, name), 0 if name == "depth" else 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise InvalidArgumentError(
-                f"Invalid {name}: {value!r} (must be a whole number >= {low})"
-            )
-    for name in ("n_threads", "n_ctx"):
-        value = getattr(config, name)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise InvalidArgumentError(f"Invalid {name}: {value!r} (must be >= 1)")
-
-
 def _context_for(path: Path, config: BenchmarkConfig) -> int:
     """A context that holds the prompt and the output, or a clear error."""
     needed = config.tokens_needed
@@ -294,6 +296,31 @@ def _peak_rss(current: int) -> int:
         return current
 
 
+def benchmark_config(
+    *,
+    prompt_tokens: int = 512,
+    output_tokens: int = 128,
+    iterations: int | None = None,
+    warmup: bool = True,
+    n_threads: int | None = None,
+    n_ctx: int | None = None,
+    depth: int = 0,
+    llama_bench: bool = False,
+) -> BenchmarkConfig:
+    """The checked :class:`BenchmarkConfig` of :func:`benchmark`'s options.
+
+    Raises:
+        InvalidArgumentError: a count below 1 (depth below 0) or not a whole number.
+    """
+    if iterations is None:
+        iterations = 5 if llama_bench else 3
+    config = BenchmarkConfig(
+        prompt_tokens, output_tokens, iterations, warmup, n_threads, n_ctx, depth, not llama_bench
+    )
+    config.check()
+    return config
+
+
 def benchmark(
     model: str | os.PathLike[str],
     *,
@@ -328,12 +355,16 @@ def benchmark(
         NotFoundError, AmbiguousError, InvalidModelError, InsufficientMemoryError,
         ModelLoadError: as for loading the model.
     """
-    if iterations is None:
-        iterations = 5 if llama_bench else 3
-    config = BenchmarkConfig(
-        prompt_tokens, output_tokens, iterations, warmup, n_threads, n_ctx, depth, not llama_bench
+    config = benchmark_config(
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        iterations=iterations,
+        warmup=warmup,
+        n_threads=n_threads,
+        n_ctx=n_ctx,
+        depth=depth,
+        llama_bench=llama_bench,
     )
-    _check_args(config)
     path = resolve_model(model).resolve()
     context = _context_for(path, config)
     unload_model()  # the memory baseline must not count a model (ours is reloaded below)
@@ -366,10 +397,22 @@ def compare(models: list[str | os.PathLike[str]], **options: Any) -> pd.DataFram
 
 
 def save_runs(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Append runs (from :meth:`BenchmarkResult.to_frame` or :func:`compare`) to a CSV file."""
+    """Append runs (from :meth:`BenchmarkResult.to_frame` or :func:`compare`) to a CSV file.
+
+    Runs with columns the file lacks (fleet runs add ``host``, ``worker``...) rewrite it, in
+    one atomic replace, with every column; runs with fewer columns leave theirs empty.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, mode="a", header=not path.exists(), index=False)
+    if not path.exists() or not path.stat().st_size:
+        df.to_csv(path, index=False)
+        return path
+    header = list(pd.read_csv(path, nrows=0).columns)
+    if set(df.columns) <= set(header):
+        df.reindex(columns=header).to_csv(path, mode="a", header=False, index=False)
+    else:
+        merged = pd.concat([pd.read_csv(path), df], ignore_index=True)
+        write_text(path, merged.to_csv(index=False))
     return path
 
 
@@ -380,18 +423,37 @@ def load_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def plot_comparison(df: pd.DataFrame) -> Figure:
-    """Mean prompt and generation tokens/s per model, with one-standard-deviation error bars."""
+    """Mean prompt and generation tokens/s per model, with one-standard-deviation error bars.
+
+    Runs from several hosts (a ``host`` column, as :func:`offgrid_nb.fleet.fleet_benchmark`
+    gives) are drawn side by side, one bar per host; error rows are left out.
+    """
     from matplotlib.figure import Figure
 
-    grouped = df.groupby("model", sort=False)
-    means, stds = grouped.mean(numeric_only=True), grouped.std(numeric_only=True).fillna(0.0)
-    figure = Figure(figsize=(max(6.0, 1.6 * len(means) + 3), 4), layout="constrained")
+    if "error" in df:
+        df = df[df["error"].isna()]
+    models = list(dict.fromkeys(df["model"]))
+    hosts = list(dict.fromkeys(df["host"])) if "host" in df else []
+    series: list[str | None] = hosts if len(hosts) > 1 else [None]
+    width = 0.8 / len(series)
+    figure = Figure(figsize=(max(6.0, 1.6 * len(models) + 3), 4), layout="constrained")
     axes = figure.subplots(1, 2)
     for ax, column, title in (
         (axes[0], "prompt_tokens_per_sec", "Prompt processing"),
         (axes[1], "generation_tokens_per_sec", "Generation"),
     ):
-        ax.bar(means.index, means[column], yerr=stds[column], capsize=4, color="#4c72b0")
+        for number, host in enumerate(series):
+            runs = df if host is None else df[df["host"] == host]
+            grouped = runs.groupby("model", sort=False)[column]
+            mean = grouped.mean().reindex(models)
+            std = grouped.std().reindex(models).fillna(0.0)
+            offset = (number - (len(series) - 1) / 2) * width
+            color = "#4c72b0" if host is None else None
+            ax.bar(np.arange(len(models)) + offset, mean, width, yerr=std, capsize=4,
+                   color=color, label=host)  # fmt: skip
+        ax.set_xticks(np.arange(len(models)), models)
+        if len(series) > 1:
+            ax.legend(title="host", fontsize="small")
         ax.set_title(title)
         ax.set_ylabel("tokens / s")
         ax.tick_params(axis="x", labelrotation=30)

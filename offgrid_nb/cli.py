@@ -15,7 +15,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import AmbiguousError, ChecksumMismatchError, NotFoundError, OffgridError
+from .errors import (
+    AmbiguousError,
+    ChecksumMismatchError,
+    InvalidArgumentError,
+    NotFoundError,
+    OffgridError,
+)
 from .sizes import parse_size
 
 if TYPE_CHECKING:
@@ -302,28 +308,69 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_session(chat, args.model, stdin=sys.stdin, stdout=sys.stdout)
 
 
+def _benchmark_options(args: argparse.Namespace) -> dict[str, int | bool | None]:
+    return {
+        "prompt_tokens": args.prompt_tokens,
+        "output_tokens": args.output_tokens,
+        "iterations": args.iterations,
+        "n_threads": args.threads,
+        "n_ctx": args.ctx,
+        "depth": args.depth,
+        "llama_bench": args.llama_bench,
+    }
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    """``offgrid benchmark MODEL``: llama-bench-style figures as a table, JSON or CSV."""
+    """``offgrid benchmark MODEL...``: llama-bench-style figures as a table, JSON or CSV."""
+    if args.scheduler:
+        return _fleet_benchmark(args)
+    if args.per:
+        raise InvalidArgumentError(
+            "--per needs --scheduler", hint="e.g. --scheduler tcp://HOST:8786"
+        )
     from .bench import benchmark
     from .render import benchmark_table
 
-    result = benchmark(
-        args.model,
-        prompt_tokens=args.prompt_tokens,
-        output_tokens=args.output_tokens,
-        iterations=args.iterations,
-        n_threads=args.threads,
-        n_ctx=args.ctx,
-        depth=args.depth,
-        llama_bench=args.llama_bench,
-    )
+    results = [benchmark(model, **_benchmark_options(args)) for model in args.model]
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        data = [r.to_dict() for r in results]
+        print(json.dumps(data[0] if len(data) == 1 else data, indent=2))
     elif args.csv:
-        result.to_frame().to_csv(sys.stdout, index=False)
+        import pandas as pd
+
+        pd.concat([r.to_frame() for r in results]).to_csv(sys.stdout, index=False)
     else:
-        print(benchmark_table(result))
+        print("\n\n".join(benchmark_table(r) for r in results))
     return 0
+
+
+def _fleet_benchmark(args: argparse.Namespace) -> int:
+    """``offgrid benchmark MODEL... --scheduler ADDRESS``: on the cluster's workers."""
+    from .fleet import FleetProgress, connect, fleet_benchmark
+    from .render import fleet_table
+
+    def report(event: FleetProgress) -> None:
+        outcome = f"failed: {event.error}" if event.error else "done"
+        print(f"[{event.done}/{event.total}] {event.model} {outcome}", file=sys.stderr)
+
+    with connect(args.scheduler) as client:
+        df = fleet_benchmark(
+            args.model,
+            client,
+            per=args.per or "spread",
+            progress=report,
+            **_benchmark_options(args),
+        )
+    if args.json:
+        print(df.to_json(orient="records", indent=2))
+    elif args.csv:
+        df.to_csv(sys.stdout, index=False)
+    else:
+        print(fleet_table(df))
+    failed = df.drop_duplicates(["model", "worker", "task_start"])["error"].notna().sum()
+    if failed:
+        print(f"error: {failed} of the runs failed (see the error column)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_mirror(args: argparse.Namespace) -> int:
@@ -413,8 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_run)
 
-    p = sub.add_parser("benchmark", help="measure prompt and generation speed of a local model")
-    p.add_argument("model", help="model name (see offgrid list) or path")
+    p = sub.add_parser("benchmark", help="measure prompt and generation speed of models")
+    p.add_argument(
+        "model",
+        nargs="+",
+        help="model name (see offgrid list) or path; with --scheduler also owner/name[:QUANT] "
+        "or owner/name/file.gguf on the Hub",
+    )
     p.add_argument("--prompt-tokens", type=_positive_int, default=512, metavar="N")
     p.add_argument("--output-tokens", type=_positive_int, default=128, metavar="N")
     p.add_argument(
@@ -433,6 +485,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--llama-bench",
         action="store_true",
         help="llama-bench's tests: pp and tg each from the (depth-filled) cache, 5 repetitions",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on a Dask cluster's workers (tcp://HOST:8786; needs offgrid-nb[cluster])",
+    )
+    p.add_argument(
+        "--per",
+        choices=["spread", "worker", "host"],
+        help="with --scheduler: each model once (spread, the default), on every worker, or "
+        "once per host",
     )
     output = p.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the JSON result")

@@ -122,6 +122,12 @@ class UnsupportedModelError(OffgridError):
     http_status = 422
 
 
+class ClusterError(OffgridError):
+    """A Dask cluster cannot run the job: no client, no worker with the resource, other versions."""
+
+    http_status = 503
+
+
 class ServerBusyError(OffgridError):
     """The server already has as much work running and queued as it allows (HTTP 503)."""
 

@@ -141,3 +141,26 @@ def benchmark_table(result: BenchmarkResult) -> str:
     lines.append(f"\ntime to first token: {ttft['mean']:.1f} ± {ttft['std']:.1f} ms")
     lines.append(f"memory used: {s.loc['memory_used_mb', 'mean']:.0f} MB")
     return "\n".join(lines)
+
+
+def _figure(value: Any) -> str:
+    return "-" if pd.isna(value) else f"{value:.2f}"
+
+
+def fleet_table(df: pd.DataFrame) -> str:
+    """Fleet runs as a markdown table: one line per run (means over its iterations)."""
+    lines = [
+        "| model | host | worker | download s | pp t/s | tg t/s | error |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    runs = df.groupby(["model", "worker", "task_start"], sort=False, dropna=False)
+    for (model, worker, _), rows in runs:
+        first = rows.iloc[0]
+        error = "" if pd.isna(first["error"]) else str(first["error"]).replace("|", "\\|")
+        lines.append(
+            f"| {model} | {first['host'] if pd.notna(first['host']) else '-'} | "
+            f"{worker if pd.notna(worker) else '-'} | {_figure(first['download_s'])} | "
+            f"{_figure(rows['prompt_tokens_per_sec'].mean())} | "
+            f"{_figure(rows['generation_tokens_per_sec'].mean())} | {error} |"
+        )
+    return "\n".join(lines)

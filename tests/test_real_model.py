@@ -90,7 +90,8 @@ def test_the_templated_copy_replies_as_llama_cpp_python_does(templated_model):
     finally:
         reference.close()
     text = theirs["choices"][0]["message"]["content"]
-    assert ours and text.startswith(ours)
+    assert ours
+    assert text.startswith(ours)
     assert not any(mark in ours for mark in MARKUP)
 
 
@@ -115,7 +116,8 @@ def test_benchmark_names_its_tests_as_llama_bench(real_model):
     after = benchmark(real_model, prompt_tokens=16, output_tokens=4, iterations=1, depth=8)
     assert (after.config.prompt_test, after.config.generation_test) == ("pp16 @ d8", "tg4 @ d24")
     alone = benchmark(real_model, prompt_tokens=16, output_tokens=4, llama_bench=True)
-    assert alone.config.iterations == 5 and len(alone.runs) == 5
+    assert alone.config.iterations == 5
+    assert len(alone.runs) == 5
     assert (alone.config.prompt_test, alone.config.generation_test) == ("pp16", "tg4")
     assert alone.to_dict()["config"]["tests"] == {"prompt": "pp16", "generation": "tg4"}
     assert (alone.runs.generation_tokens_per_sec > 0).all()

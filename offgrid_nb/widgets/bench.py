@@ -7,30 +7,41 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 import pandas as pd
 
 from ..bench import benchmark, plot_comparison
+from ..fleet import PER_CHOICES, FleetProgress, existing_client, fleet_benchmark
 from .base import Panel, StatusLine, Task
 from .choices import including, local_models
 from .tables import html_table
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 WIDE = {"description_width": "initial"}
 
 
 def summary_table(runs: pd.DataFrame) -> str:
-    """Mean ± standard deviation per model of runs as :meth:`BenchmarkResult.to_frame` has them."""
-    grouped = runs.groupby("model", sort=False)
+    """Mean ± standard deviation per model of runs as :meth:`BenchmarkResult.to_frame` has them
+    (per model and host for runs from several hosts; error rows left out)."""
+    if "error" in runs:
+        runs = runs[runs["error"].isna()]
+    by_host = "host" in runs and runs["host"].nunique() > 1
+    grouped = runs.groupby(["model", "host"] if by_host else "model", sort=False)
     mean, std = grouped.mean(numeric_only=True), grouped.std(numeric_only=True).fillna(0.0)
 
     def spread(column: str, digits: int) -> list[str]:
         pairs = zip(mean[column], std[column], strict=True)
         return [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in pairs]
 
+    models = mean.index.get_level_values("model") if by_host else mean.index
     rows = pd.DataFrame(
         {
-            "Model": mean.index,
+            "Model": models,
+            **({"Host": mean.index.get_level_values("host")} if by_host else {}),
             "Quant": grouped["quant"].first().fillna("?").to_numpy(),
             "Prompt tokens/s": spread("prompt_tokens_per_sec", 1),
             "Generation tokens/s": spread("generation_tokens_per_sec", 1),
@@ -59,9 +70,12 @@ class BenchmarkPanel(Panel):
     Args:
         models: library names or paths to select (default: none selected).
         prompt_tokens, output_tokens, iterations: as for :func:`offgrid_nb.bench.benchmark`.
+        client: a Dask client to offer as a target (default: the current one, if any). Models
+            run there as :func:`offgrid_nb.fleet.fleet_benchmark` runs them.
 
     Attributes:
         models: the model picker (several at once). refresh_button: re-read the models folder.
+        target: "This machine" or the Dask cluster (shown with ``per`` when a client exists).
         prompt_tokens, output_tokens, iterations: the settings. run_button, cancel_button.
         progress: models done. table: mean ± sd per model (HTML). plot: the chart (PNG).
         status: notes and errors. runs: one row per model and iteration, as
@@ -75,7 +89,14 @@ class BenchmarkPanel(Panel):
         prompt_tokens: int = 128,
         output_tokens: int = 32,
         iterations: int = 3,
+        client: Client | None = None,
     ) -> None:
+        self.client = client or existing_client()
+        targets = [("This machine", "local")]
+        if self.client is not None:
+            targets.append((f"Dask cluster {self.client.scheduler.address}", "cluster"))
+        self.target = widgets.Dropdown(options=targets, description="Run on")
+        self.per = widgets.Dropdown(options=PER_CHOICES, value="spread", description="Per")
         self.models = widgets.SelectMultiple(description="Models", rows=5, layout={"width": "60%"})
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.prompt_tokens = widgets.BoundedIntText(
@@ -96,9 +117,10 @@ class BenchmarkPanel(Panel):
         self.runs = pd.DataFrame()
         self.refresh(models)
         settings = [self.prompt_tokens, self.output_tokens, self.iterations]
+        cluster = [self.target, self.per] if self.client else []
         self.task = Task(
             self.status,
-            busy=[self.models, self.refresh_button, *settings, self.run_button],
+            busy=[self.models, self.refresh_button, *settings, *cluster, self.run_button],
             cancel_button=self.cancel_button,
         )
         self.refresh_button.on_click(lambda _: self.refresh())
@@ -107,6 +129,7 @@ class BenchmarkPanel(Panel):
             [
                 widgets.HBox([self.models, self.refresh_button]),
                 widgets.HBox(settings),
+                widgets.HBox(cluster),
                 widgets.HBox([self.run_button, self.cancel_button, self.progress]),
                 self.status,
                 self.table,
@@ -136,7 +159,8 @@ class BenchmarkPanel(Panel):
             "output_tokens": self.output_tokens.value,
             "iterations": self.iterations.value,
         }
-        self.task.start(lambda cancel: self._run(models, settings, cancel), "Starting...")
+        run = self._run_on_cluster if self.target.value == "cluster" else self._run
+        self.task.start(lambda cancel: run(models, settings, cancel), "Starting...")
 
     def cancel(self) -> None:
         """Stop after the model being measured."""
@@ -153,11 +177,39 @@ class BenchmarkPanel(Panel):
             name = Path(model).name
             self.status.show(f"Benchmarking model {number} of {len(models)}: {name}...")
             frames.append(benchmark(model, **settings).to_frame())
-            self.runs = pd.concat(frames, ignore_index=True)
-            self.plot.value = figure_png(self.runs)
-            self.table.value = summary_table(self.runs)
+            self._show(pd.concat(frames, ignore_index=True))
             self.progress.value = number
         runs = f"{settings['iterations']} iterations each"
         self.status.show(
             f"Done: {len(models)} {'model' if len(models) == 1 else 'models'}, {runs}."
         )
+
+    def _run_on_cluster(
+        self, models: list[str], settings: dict[str, int], cancel: threading.Event
+    ) -> None:
+        frames: list[pd.DataFrame] = []
+
+        def show(event: FleetProgress) -> None:
+            frames.append(event.rows)
+            self._show(pd.concat(frames, ignore_index=True))
+            with self.progress.hold_sync():
+                self.progress.max, self.progress.value = event.total, event.done
+            self.status.show(f"{event.done} of {event.total} runs done on the cluster...")
+
+        runs = fleet_benchmark(
+            models, self.client, per=self.per.value, progress=show, cancel=cancel, **settings
+        )
+        self._show(runs)
+        failed = runs.drop_duplicates(["model", "worker", "task_start"]).dropna(subset="error")
+        if failed.empty:
+            self.status.show(f"Done: {runs['task_start'].nunique()} runs on the cluster.")
+        else:
+            first = failed.iloc[0]
+            self.status.show_error(f"{len(failed)} runs failed; {first['model']}: {first['error']}")
+
+    def _show(self, runs: pd.DataFrame) -> None:
+        """Keep ``runs`` and draw their table and chart (runs with figures only)."""
+        self.runs = runs
+        if "error" not in runs or runs["error"].isna().any():
+            self.plot.value = figure_png(runs)
+            self.table.value = summary_table(runs)
