@@ -376,7 +376,7 @@ def benchmark(
         try:
             if warmup:
                 runner.run()
-            rows = [runner.run() for _ in range(iterations)]
+            rows = [runner.run() for _ in range(config.iterations)]
         finally:
             runner.close()
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
