@@ -35,6 +35,7 @@ _LAZY = {
     "Chat": "chat",
     "complete": "chat",
     "generate": "chat",
+    "embed": "embed",
     "load_model": "engine",
     "unload_model": "engine",
     "benchmark": "bench",

@@ -36,6 +36,8 @@ class Usage:
     completion_tokens: int
     time_to_first_token_ms: float
     tokens_per_second: float  # generation speed (llama.cpp's decode time per token)
+    prompt_eval_ms: float = 0.0  # llama.cpp's time evaluating the prompt
+    eval_ms: float = 0.0  # llama.cpp's time generating
 
 
 def _check_number(name: str, value: Any, low: float, high: float | None = None) -> None:
@@ -151,6 +153,8 @@ class Reply:
                     tokens_per_second=perf.n_eval / perf.t_eval_ms * 1000
                     if perf.t_eval_ms
                     else 0.0,
+                    prompt_eval_ms=perf.t_p_eval_ms,
+                    eval_ms=perf.t_eval_ms,
                 )
 
 

@@ -385,7 +385,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``offgrid serve``: the REST API (``/v1/...``) as a standalone server."""
     from .server.standalone import serve
 
-    serve(host=args.host, port=args.port, token=args.token)
+    serve(host=args.host, port=args.port, token=args.token, ollama_port=args.ollama_port)
+    return 0
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    """``offgrid ps``: what a running server (``offgrid serve``, or Jupyter's) has loaded."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    from .errors import HubUnavailableError
+    from .sizes import format_size
+
+    url = args.url.rstrip("/") + "/v1/ps"
+    request = urllib.request.Request(url)
+    if args.token:
+        request.add_header("Authorization", f"Bearer {args.token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            models = json.load(response)["models"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+        raise HubUnavailableError(
+            f"No offgrid server answered at {url}: {getattr(exc, 'reason', exc)}",
+            hint="start one with offgrid serve, or pass --url (and --token)",
+        ) from None
+    print(f"{'NAME':<40}{'MEMORY':>10}{'CONTEXT':>9}  UNTIL")
+    for model in models:
+        left = model["expires_at"]
+        until = "kept" if left is None else f"{max(0, left - time.time()) / 60:.1f} min"
+        memory = format_size(model["memory_bytes"])
+        print(f"{model['name']:<40}{memory:>10}{model['n_ctx']:>9}  {until}")
     return 0
 
 
@@ -524,7 +554,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
     p.add_argument("--port", type=_non_negative_int, default=11611, help="0 picks a free port")
     p.add_argument("--token", help="require the header Authorization: Bearer TOKEN")
+    p.add_argument(
+        "--ollama-port",
+        type=_non_negative_int,
+        metavar="PORT",
+        help="also listen on PORT (11434 is Ollama's), for clients set up for Ollama",
+    )
     p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser("ps", help="show the model a running server has loaded")
+    p.add_argument("--url", default="http://127.0.0.1:11611", help="the server (offgrid serve's)")
+    p.add_argument("--token", help="its token (Authorization: Bearer)")
+    p.set_defaults(handler=cmd_ps)
 
     p = sub.add_parser("demo", help="run search -> download -> chat -> benchmark offline")
     p.add_argument("--keep", action="store_true", help="keep the demo's temporary folder")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,9 +44,11 @@ class LoadedModel:
     n_ctx: int
     n_threads: int
     n_gpu_layers: int
+    embedding: bool = False  # loaded for embeddings (pooled vectors), not generation
     requested: tuple[Any, ...] = ()  # the load_model() arguments that gave this model
     closed: bool = False  # set, under ``lock``, when llama.cpp has freed it
     lock: threading.Lock = field(default_factory=threading.Lock)  # one user at a time
+    last_used: float = field(default_factory=time.monotonic)  # when its last user let go
 
     @property
     def name(self) -> str:
@@ -73,6 +76,13 @@ def context_size(info: GGUFInfo, n_ctx: int | None) -> int:
         return n_ctx
     cap = get_settings().max_ctx
     return min(info.context_length or cap, cap)
+
+
+def _pooling(info: GGUFInfo) -> int:
+    """The model's own pooling type, else mean pooling (a chat model embeds as the mean of
+    its token vectors, as Ollama and llama-server do)."""
+    mean = llama_cpp().LLAMA_POOLING_TYPE_MEAN
+    return info.pooling_type if info.pooling_type not in (None, 0) else mean
 
 
 def _check_memory(info: GGUFInfo, path: Path, n_ctx: int) -> None:
@@ -120,7 +130,10 @@ def use_model(model: str | Path, **options: Any) -> Iterator[LoadedModel]:
         loaded = load_model(model, **options)
         with loaded.lock:
             if not loaded.closed:
-                yield loaded
+                try:
+                    yield loaded
+                finally:
+                    loaded.last_used = time.monotonic()
                 return
 
 
@@ -131,6 +144,7 @@ def load_model(
     n_threads: int | None = None,
     n_gpu_layers: int | None = None,
     force: bool = False,
+    embedding: bool = False,
 ) -> LoadedModel:
     """Load ``model`` (a library name or a path), or reuse it when it is already loaded.
 
@@ -140,6 +154,7 @@ def load_model(
         n_threads: CPU threads (default: physical cores).
         n_gpu_layers: layers to offload (default: all when the build has a GPU backend).
         force: load even when the memory estimate says it will not fit.
+        embedding: load for embeddings: pooled by the model's own pooling type, else mean.
 
     Returns:
         The :class:`LoadedModel`.
@@ -152,7 +167,7 @@ def load_model(
     """
     global _current
     path = resolve_model(model).resolve()
-    requested = (path, n_ctx, n_threads, n_gpu_layers)
+    requested = (path, n_ctx, n_threads, n_gpu_layers, embedding)
     current = _current
     if current is not None and current.requested == requested and not current.closed:
         return current  # the same call as last time: no header re-read
@@ -160,11 +175,12 @@ def load_model(
     n_ctx = context_size(info, n_ctx)
     n_threads = n_threads or default_threads()
     n_gpu_layers = gpu_layers() if n_gpu_layers is None else n_gpu_layers
-    wanted = (path, n_ctx, n_threads, n_gpu_layers)
+    wanted = (path, n_ctx, n_threads, n_gpu_layers, embedding)
     with _load_lock:
         current = _current
         if current is not None:
-            if (current.path, current.n_ctx, current.n_threads, current.n_gpu_layers) == wanted:
+            held = (current.path, current.n_ctx, current.n_threads, current.n_gpu_layers)
+            if (*held, current.embedding) == wanted:
                 return current
             _close(current)  # waits for a running generation or benchmark to finish
             _current = None
@@ -178,6 +194,8 @@ def load_model(
                 n_threads=n_threads,
                 n_threads_batch=n_threads,  # llama-cpp-python would use every logical core
                 n_gpu_layers=n_gpu_layers,
+                embedding=embedding,
+                pooling_type=_pooling(info) if embedding else -1,  # -1: unspecified
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
@@ -189,5 +207,7 @@ def load_model(
                 hint="the file may be damaged (offgrid verify NAME) or use an architecture "
                 "this llama.cpp build does not support",
             ) from exc
-        _current = LoadedModel(path, llama, info, n_ctx, n_threads, n_gpu_layers, requested)
+        _current = LoadedModel(
+            path, llama, info, n_ctx, n_threads, n_gpu_layers, embedding, requested
+        )
         return _current

@@ -101,6 +101,7 @@ class GGUFInfo:
         header_size: bytes of header before alignment padding.
         file_size: bytes in the file.
         split_count: number of files of the model (1 when not split).
+        pooling_type: how an embedding model pools token vectors (llama.cpp's enum), if set.
     """
 
     version: int
@@ -129,6 +130,7 @@ class GGUFInfo:
     header_size: int
     file_size: int
     split_count: int
+    pooling_type: int | None = None  # ``{arch}.pooling_type``: embedding models set it
 
     @property
     def known_architecture(self) -> bool:
@@ -429,6 +431,7 @@ def _info_from(
         header_size=header_size,
         file_size=file_size,
         split_count=_largest(meta.get(gguf.Keys.Split.LLM_KV_SPLIT_COUNT)) or 1,
+        pooling_type=_largest(arch_value(gguf.Keys.LLM.POOLING_TYPE)),
     )
 
 

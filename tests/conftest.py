@@ -20,7 +20,11 @@ import pytest
 os.environ["HF_HUB_DISABLE_XET"] = "1"  # read by huggingface_hub at import
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
-from offgrid_nb import bundled_model, clear_cache, library
+from traitlets.config import Config
+
+from offgrid_nb import bundled_model, clear_cache
+from offgrid_nb.engine import unload_model
+from offgrid_nb.library import hash_file
 from offgrid_nb.mirror import MirrorServer
 from offgrid_nb.synthetic import with_chat_template, write_tiny_model
 
@@ -255,8 +259,39 @@ def notebook_hub_root(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path
     return root
 
 
-# pytest-jupyter's fixtures (jp_fetch, jp_serverapp...) for tests/test_server.py.
+# pytest-jupyter's fixtures (jp_fetch, jp_serverapp...) for the server's tests.
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
+SERVER_MODEL_FILE = "tiny-llama-F32.gguf"
+
+
+@pytest.fixture
+def jp_server_config():
+    return Config(
+        {
+            "ServerApp": {"jpserver_extensions": {"offgrid_nb": True}},
+            "OffgridAPI": {
+                "max_queued_generations": 0,
+                "max_download_jobs": 1,
+                "default_threads": 1,  # benchmarks leave a core to the IOLoop
+            },
+        }
+    )
+
+
+@pytest.fixture
+def library(hub, tiny_model, tmp_path):
+    """The models folder ``hub`` set (OFFGRID_MODELS_DIR), holding the tiny model."""
+    folder = tmp_path / "models" / "local"
+    folder.mkdir(parents=True)
+    shutil.copyfile(tiny_model, folder / SERVER_MODEL_FILE)
+    yield folder.parent
+    unload_model()
+
+
+@pytest.fixture
+def jupyter_v1(jp_serverapp, http_server, jp_http_port, jp_base_url):
+    """The URL of our endpoints in the running Jupyter server, for clients other than jp_fetch."""
+    return f"http://127.0.0.1:{jp_http_port}{jp_base_url}offgrid/v1"
 
 
 # --- JupyterLab on loopback (tests/test_notebooks.py, tests/test_browser.py) ---------------------
@@ -389,7 +424,7 @@ def real_hub_root(
         (TEMPLATED_REPO, TEMPLATED_FILE, templated_model, None),
     ):
         _link_or_copy(source, root / repo / name)
-        digest = sha or library.hash_file(source).hexdigest()
+        digest = sha or hash_file(source).hexdigest()
         (root / repo / "repo.json").write_text(json.dumps({**meta, "sha256": {name: digest}}))
     return root
 
@@ -409,3 +444,17 @@ def real_hub(
     monkeypatch.setenv("HF_ENDPOINT", real_mirror.url)
     real_mirror.requests.clear()
     return real_mirror
+
+
+@pytest.fixture
+def real_library(hub, real_model, templated_model, tmp_path):
+    """The models folder ``hub`` set, holding the real model and its templated copy."""
+    folder = tmp_path / "models" / "local"
+    folder.mkdir(parents=True)
+    for model in (real_model, templated_model):
+        try:
+            os.link(model, folder / model.name)
+        except OSError:
+            shutil.copyfile(model, folder / model.name)
+    yield folder.parent
+    unload_model()

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -22,9 +20,8 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
-from traitlets.config import Config
 
-from offgrid_nb.engine import loaded_model, unload_model
+from offgrid_nb.engine import loaded_model
 from offgrid_nb.mirror import MirrorServer
 from offgrid_nb.server import ApiState, OffgridAPI
 from offgrid_nb.server.standalone import make_app
@@ -35,30 +32,6 @@ MODEL = "tiny-llama-F32"
 HELLO = [{"role": "user", "content": "Hello"}]
 TOKEN = "secret-test-token"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def jp_server_config():
-    return Config(
-        {
-            "ServerApp": {"jpserver_extensions": {"offgrid_nb": True}},
-            "OffgridAPI": {
-                "max_queued_generations": 0,
-                "max_download_jobs": 1,
-                "default_threads": 1,  # benchmarks leave a core to the IOLoop
-            },
-        }
-    )
-
-
-@pytest.fixture
-def library(hub, tiny_model, tmp_path):
-    """The models folder ``hub`` set (OFFGRID_MODELS_DIR), holding the tiny model."""
-    folder = tmp_path / "models" / "local"
-    folder.mkdir(parents=True)
-    shutil.copyfile(tiny_model, folder / FILE)
-    yield folder.parent
-    unload_model()
 
 
 @pytest.fixture
@@ -264,12 +237,6 @@ async def test_chat_completion_whole_and_streamed(fetch, jp_fetch, library, api)
     assert api.gate.in_flight == 0
     _, health = await fetch("GET", "health")
     assert health["loaded_model"]["name"] == MODEL
-
-
-@pytest.fixture
-def jupyter_v1(jp_serverapp, http_server, jp_http_port, jp_base_url):
-    """The URL of our endpoints in the running Jupyter server, for clients other than jp_fetch."""
-    return f"http://127.0.0.1:{jp_http_port}{jp_base_url}offgrid/v1"
 
 
 async def test_the_openai_client_works_unchanged(jupyter_v1, jp_serverapp, library):
@@ -543,20 +510,6 @@ def test_offgrid_serve_warns_when_it_binds_beyond_loopback(hub):
     finally:
         process.terminate()
         process.wait(timeout=10)
-
-
-@pytest.fixture
-def real_library(hub, real_model, templated_model, tmp_path):
-    """The models folder ``hub`` set, holding the real model and its templated copy."""
-    folder = tmp_path / "models" / "local"
-    folder.mkdir(parents=True)
-    for model in (real_model, templated_model):
-        try:
-            os.link(model, folder / model.name)
-        except OSError:
-            shutil.copyfile(model, folder / model.name)
-    yield folder.parent
-    unload_model()
 
 
 @pytest.mark.real

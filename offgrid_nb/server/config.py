@@ -37,6 +37,12 @@ class OffgridAPI(Configurable):
         help="CPU threads for chat and benchmarks (0: the physical cores).",
     ).tag(config=True)
 
+    keep_alive = Unicode(
+        "5m",
+        help="How long a model stays loaded after its last request (Ollama's forms: 300, 5m, "
+        "1h; 0 unloads at once; -1 keeps it). A request's keep_alive overrides it.",
+    ).tag(config=True)
+
     max_search_limit = Int(
         100,
         min=1,

@@ -26,7 +26,8 @@ from tornado.iostream import StreamClosedError
 
 from ..chat import Reply
 from ..download import select_variant
-from ..errors import NotFoundError, OffgridError
+from ..embed import check_texts
+from ..errors import InvalidArgumentError, NotFoundError, OffgridError
 from . import params, responses
 from .jobs import DownloadJob
 from .state import ApiState
@@ -166,7 +167,7 @@ class DownloadJobHandler(OffgridHandler):
         self.reply(responses.download_job(job))
 
 
-def _generate(
+def run_reply(
     reply: Reply, stop: threading.Event, send: Callable[[str], None] | None = None
 ) -> None:
     """Iterate ``reply`` (in a worker thread) until it ends or ``stop`` is set, passing each
@@ -199,9 +200,10 @@ class GenerationHandler(OffgridHandler):
             reply = await in_thread(start)
             if stream:
                 await self._stream(reply, completion, include_usage=include_usage)
-                return
-            await in_thread(_generate, reply, self.disconnected)
-        if not self.disconnected.is_set():
+            else:
+                await in_thread(run_reply, reply, self.disconnected)
+        self.api.keep_alive.touch()
+        if not stream and not self.disconnected.is_set():
             self.reply(completion.whole(reply))
 
     async def _send(self, data: responses.JSON | str) -> None:
@@ -226,7 +228,7 @@ class GenerationHandler(OffgridHandler):
         def send(piece: str) -> None:  # in the worker thread
             loop.call_soon_threadsafe(pieces.put_nowait, piece)
 
-        worker = in_thread(_generate, reply, self.disconnected, send)
+        worker = in_thread(run_reply, reply, self.disconnected, send)
         worker.add_done_callback(lambda _: pieces.put_nowait(None))  # after every piece
         opening = completion.opening()
         if opening is not None:
@@ -296,7 +298,38 @@ class BenchmarkHandler(OffgridHandler):
         options = params.benchmark_request(self.body())
         with self.api.gate.slot():
             result = await in_thread(self.api.benchmark, **options)
+        self.api.keep_alive.touch()
         self.reply(result)
+
+
+class EmbeddingsHandler(OffgridHandler):
+    """``POST /v1/embeddings``: OpenAI's shape; ``encoding_format`` ``float`` or ``base64``
+    (little-endian float32, what the ``openai`` client asks for by default)."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        """Embed ``input`` (a text or a list of texts)."""
+        body = self.body()
+        model, texts = params.model_name(body), check_texts(body.get("input"))
+        encoding = params.checked(body, "encoding_format", "str", "float")
+        if encoding not in ("float", "base64"):
+            raise InvalidArgumentError(f"Invalid encoding_format: {encoding!r} (float or base64)")
+        with self.api.gate.slot():
+            vectors, tokens = await in_thread(self.api.embed, model, texts)
+        self.api.keep_alive.touch()
+        self.reply(responses.embeddings(model, vectors, tokens, base64=encoding == "base64"))
+
+
+class PsHandler(OffgridHandler):
+    """``GET /v1/ps``: the loaded model, its memory and until when it stays loaded."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """Report."""
+        loaded = await in_thread(self.api.loaded)
+        self.reply({"models": [loaded] if loaded else []})
 
 
 class HealthHandler(OffgridHandler):
@@ -330,6 +363,8 @@ ENDPOINTS: list[tuple[str, type[OffgridHandler]]] = [
     ("chat/completions", ChatHandler),
     ("completions", CompletionHandler),
     ("benchmark", BenchmarkHandler),
+    ("embeddings", EmbeddingsHandler),
+    ("ps", PsHandler),
     ("health", HealthHandler),
 ]
 

@@ -10,6 +10,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from ..library import unique_names
@@ -132,6 +133,26 @@ def model_list(
             }
         )
     return {"object": "list", "data": data}
+
+
+def embeddings(model: str, vectors: np.ndarray, tokens: int, *, base64: bool) -> JSON:
+    """OpenAI's ``/v1/embeddings`` answer (``base64``: each vector's float32 bytes encoded)."""
+    import base64 as b64
+
+    def encode(vector: np.ndarray) -> Any:
+        if base64:
+            return b64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+        return vector.tolist()
+
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": encode(v)}
+            for i, v in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def download_job(job: DownloadJob) -> JSON:

@@ -25,6 +25,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from ..errors import InvalidArgumentError
+from . import ollama
 from .config import OffgridAPI
 from .handlers import NotFoundHandler, routes
 from .state import ApiState
@@ -62,7 +63,8 @@ def is_loopback(host: str) -> bool:
 def make_app(
     api: ApiState, *, token: str | None = None, allow_remote_access: bool = False
 ) -> web.Application:
-    """The standalone application: every endpoint at ``/v1/...``, not listening yet."""
+    """The standalone application: every endpoint at ``/v1/...`` and the Ollama-compatible
+    ones at ``/api/...``, not listening yet."""
     identity = BearerTokenIdentityProvider(token=token or "")
     settings: dict[str, Any] = {
         "base_url": "/",
@@ -74,11 +76,23 @@ def make_app(
         "disable_check_xsrf": True,
     }
     return web.Application(
-        routes("/", api),
+        routes("/", api) + ollama.routes("/", api),
         default_handler_class=NotFoundHandler,
         default_handler_args={"api": api},
         **settings,
     )
+
+
+def _listen(host: str, port: int) -> list[Any]:
+    try:
+        return bind_sockets(port, host or None)
+    except OSError as exc:
+        message = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        raise InvalidArgumentError(message, hint="is another server using it?") from exc
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host or '0.0.0.0'}:{port}"
 
 
 def serve(
@@ -87,8 +101,9 @@ def serve(
     port: int = DEFAULT_PORT,
     token: str | None = None,
     config: OffgridAPI | None = None,
+    ollama_port: int | None = None,
 ) -> None:
-    """Serve the ``/v1`` endpoints until Ctrl+C (blocking); prints the URL.
+    """Serve the ``/v1`` and ``/api`` endpoints until Ctrl+C (blocking); prints the URL.
 
     Args:
         host: address to bind (loopback by default); another address without a token prints
@@ -96,6 +111,7 @@ def serve(
         port: port to listen on (0 picks a free one).
         token: require ``Authorization: Bearer <token>`` on every request.
         config: settings (models folder, limits); defaults otherwise.
+        ollama_port: also listen there (11434 is Ollama's), so Ollama's clients need no change.
 
     Raises:
         InvalidArgumentError: ``host:port`` cannot be listened on.
@@ -111,14 +127,13 @@ def serve(
     app = make_app(
         ApiState.from_config(config or OffgridAPI()), token=token, allow_remote_access=remote
     )
-    try:
-        sockets = bind_sockets(port, host or None)
-    except OSError as exc:
-        message = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-        raise InvalidArgumentError(message, hint="is another server using it?") from exc
-    bound = sockets[0].getsockname()[1]
-    url = f"http://[{host}]:{bound}" if ":" in host else f"http://{host or '0.0.0.0'}:{bound}"
-    print(f"offgrid API on {url}/v1 (OpenAI base_url: {url}/v1)", flush=True)
+    sockets = _listen(host, port)
+    url = _url(host, sockets[0].getsockname()[1])
+    print(f"offgrid API on {url}/v1 (OpenAI base_url: {url}/v1; Ollama: {url})", flush=True)
+    if ollama_port is not None:
+        extra = _listen(host, ollama_port)
+        sockets += extra
+        print(f"Ollama-compatible API also on {_url(host, extra[0].getsockname()[1])}")
 
     async def main() -> None:
         server = HTTPServer(app)

@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import __version__
 from ..bench import benchmark, system_info
 from ..chat import Reply, complete, generate
 from ..chat_template import file_template
 from ..config import get_settings
-from ..engine import loaded_model
+from ..embed import embed_counted
+from ..engine import load_model, loaded_model, unload_model
 from ..errors import UnsupportedModelError
 from ..fit import available_memory, estimate_memory, fit_verdict
 from ..gguf_info import inspect_gguf
@@ -22,6 +25,7 @@ from ..library import find_model, list_models
 from . import responses
 from .config import OffgridAPI
 from .jobs import DownloadJobs
+from .keep_alive import KeepAlive, parse_duration
 from .params import ChatRequest, CompletionRequest
 from .threads import ModelGate
 
@@ -33,13 +37,18 @@ class ApiState:
     config: OffgridAPI
     jobs: DownloadJobs
     gate: ModelGate
+    keep_alive: KeepAlive
 
     @classmethod
     def from_config(cls, config: OffgridAPI) -> ApiState:
-        """A fresh state for these settings."""
-        return cls(
-            config, DownloadJobs(config.max_download_jobs), ModelGate(config.max_queued_generations)
-        )
+        """A fresh state for these settings.
+
+        Raises:
+            InvalidArgumentError: the keep_alive setting is not a duration.
+        """
+        gate = ModelGate(config.max_queued_generations)
+        keep = KeepAlive(parse_duration(config.keep_alive), gate)
+        return cls(config, DownloadJobs(config.max_download_jobs), gate, keep)
 
     @property
     def models_dir(self) -> Path:
@@ -100,6 +109,38 @@ class ApiState:
             stop=request.stop,
             seed=request.seed,
         )
+
+    def load(self, path: Path, *, unload: bool = False) -> None:
+        """Load a model ahead of use (Ollama's empty generate), or unload it."""
+        if unload:
+            current = loaded_model()
+            if current is not None and current.path == path.resolve():
+                unload_model()
+            return
+        load_model(path, n_threads=self.config.default_threads or None)
+
+    def embed(self, model: str, texts: list[str]) -> tuple[np.ndarray, int]:
+        """``/v1/embeddings`` and ``/api/embed``: one vector per text, and the token count."""
+        threads = self.config.default_threads or None
+        return embed_counted(self.model_path(model), texts, n_threads=threads)
+
+    def loaded(self) -> responses.JSON | None:
+        """What is loaded, for ``/v1/ps`` and ``/api/ps``: name, file, memory, deadline."""
+        loaded = loaded_model()
+        if loaded is None:
+            return None
+        try:
+            memory = estimate_memory(loaded.info, n_ctx=loaded.n_ctx).total_bytes
+        except UnsupportedModelError:
+            memory = loaded.path.stat().st_size
+        return {
+            **(responses.loaded_model(loaded) or {}),
+            "path": str(loaded.path),
+            "size": loaded.path.stat().st_size,
+            "memory_bytes": memory,
+            "embedding": loaded.embedding,
+            "expires_at": self.keep_alive.expires_at,
+        }
 
     def benchmark(self, model: str, **options: Any) -> responses.JSON:
         """``/v1/benchmark``: the benchmark issue's JSON shape."""

@@ -1,0 +1,70 @@
+"""How long the servers keep a model loaded after its last request (Ollama's ``keep_alive``).
+
+A Jupyter server should not hold gigabytes forever: after each request the loaded model is
+given a deadline (the request's ``keep_alive``, else the server's default, 5 minutes as in
+Ollama); a check scheduled on the IOLoop for that moment unloads it if nothing used it since.
+``0`` unloads right after the request, a negative value keeps it until the server stops.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from tornado.ioloop import IOLoop
+
+from ..engine import loaded_model, unload_model
+from ..errors import InvalidArgumentError
+from .threads import ModelGate, in_thread
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)?")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from Ollama's forms: a number of seconds, or ``"10m"``, ``"1h30m"``, ``"-1"``.
+
+    Raises:
+        InvalidArgumentError: anything else.
+    """
+    if isinstance(value, bool):
+        raise InvalidArgumentError(f"Invalid keep_alive: {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip().lower() if isinstance(value, str) else ""
+    parts = list(_DURATION.finditer(text))
+    if not text or "".join(p.group(0) for p in parts) != text:
+        raise InvalidArgumentError(
+            f"Invalid keep_alive: {value!r}", hint="seconds, or a duration such as 5m, 1h, 0, -1"
+        )
+    return sum(float(p.group(1)) * _UNITS[p.group(2) or "s"] for p in parts)
+
+
+class KeepAlive:
+    """The loaded model's deadline, and the IOLoop check that unloads it when it passes."""
+
+    def __init__(self, default_seconds: float, gate: ModelGate) -> None:
+        self.default_seconds = default_seconds
+        self.gate = gate
+        self.expires_at: float | None = None  # time.time(); None: kept until the server stops
+
+    def touch(self, keep_alive: float | None = None) -> None:
+        """A request used the model: keep it ``keep_alive`` seconds (default: the setting).
+
+        Call on the IOLoop, after the request's work ended.
+        """
+        seconds = self.default_seconds if keep_alive is None else keep_alive
+        if seconds < 0:
+            self.expires_at = None
+            return
+        self.expires_at = time.time() + seconds
+        IOLoop.current().call_later(seconds, self._check)
+
+    async def _check(self) -> None:
+        if self.expires_at is None or time.time() < self.expires_at:
+            return  # used again since, or kept for good
+        if self.gate.in_flight or loaded_model() is None:
+            return  # in use now: that request touches it again when it ends
+        self.expires_at = None
+        await in_thread(unload_model)
