@@ -81,7 +81,8 @@ MAX_RETRY_DELAY = 8.0
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_CONNECTIONS = 64
 MIN_PART = 16 << 20  # bytes: no part is smaller, so a file under 16 MiB is one request
-MAX_PART = 128 << 20  # nor bigger, so a big file's parts spread over connections as they free up
+MAX_PART = 64 << 20  # nor bigger: the prefix hash trails the parts in flight by ~connections parts
+PARTS_PER_CONNECTION = 4  # so parts in flight at the end (hashed after the last byte) are ~1/4
 SAVE_INTERVAL = 0.05  # seconds between sidecar rewrites while bytes arrive...
 SAVE_BYTES = 8 << 20  # ...or sooner, after this many bytes: a kill loses at most about this much
 HASH_BUDGET = 8 << 20  # bytes hashed between two sidecar rewrites, so neither waits long
@@ -317,8 +318,10 @@ class _Part:
 def _parts(have: list[Span], size: int | None, connections: int) -> list[_Part]:
     """What ``have`` misses of a file of ``size`` bytes, cut for ``connections`` connections.
 
-    A part is between :data:`MIN_PART` and :data:`MAX_PART` (the last one of a gap may be
-    smaller), so a small file is one request and a big one spreads as connections free up.
+    Over one connection, a part is a gap. Else a part is a :data:`PARTS_PER_CONNECTION` th of
+    a connection's share, between :data:`MIN_PART` and :data:`MAX_PART` (the last one of a gap
+    may be smaller): a small file is one request, a faster connection takes more parts, and the
+    parts still in flight when the last byte arrives (not hashed yet) are a small share of it.
     """
     if size is None:  # unknown size: one stream, continued from its prefix
         return [_Part(have[0][1] if have and have[0][0] == 0 else 0, None)]
@@ -329,7 +332,8 @@ def _parts(have: list[Span], size: int | None, connections: int) -> list[_Part]:
             gaps.append((position, start))
         position = max(position, end)
     missing = sum(end - start for start, end in gaps)
-    piece = min(max(-(-missing // connections), MIN_PART), MAX_PART)
+    share = -(-missing // (connections * PARTS_PER_CONNECTION))
+    piece = missing if connections == 1 else min(max(share, MIN_PART), MAX_PART)  # 1: in order
     return [
         _Part(offset, min(offset + piece, end))
         for start, end in gaps
@@ -354,6 +358,61 @@ def _write_at(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
+class _PrefixHash:
+    """sha256 of a partial from byte 0, fed as its gapless prefix grows.
+
+    The bytes are read back from the file (from the page cache: the prefix trails the parts in
+    flight), a little after every chunk by the connection that wrote it (so hashing keeps pace
+    with the download even when the CPU is the limit) and by the download's thread when idle;
+    after the last byte only the parts that were still in flight are left to hash. Measured
+    against one pass after the download in ``benchmarks/download_throughput.py``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hasher = hashlib.sha256()
+        self.hashed = 0
+        self._block = bytearray(READ_SIZE)
+        self._file: BinaryIO | None = None
+        self._lock = threading.Lock()
+
+    def update(self, upto: int, budget: int | None = None, *, wait: bool = True) -> int:
+        """Hash the bytes before ``upto`` not hashed yet, at most ``budget`` of them.
+
+        Args:
+            upto: the end of the gapless prefix on disk.
+            budget: bytes to hash at most (``None``: all).
+            wait: if another thread is hashing, wait for it (else return 0 at once).
+
+        Returns:
+            How many bytes were hashed.
+        """
+        if not self._lock.acquire(blocking=wait):
+            return 0
+        try:
+            stop = upto if budget is None else min(upto, self.hashed + budget)
+            first = self.hashed
+            if stop > first and self._file is None:
+                self._file = self.path.open("rb", buffering=0)
+            view = memoryview(self._block)
+            while self.hashed < stop and self._file is not None:
+                n = self._file.readinto(view[: min(len(view), stop - self.hashed)])
+                if not n:  # shorter than the ranges on disk say: the size check will tell
+                    break
+                self.hasher.update(view[:n])
+                self.hashed += n
+            return self.hashed - first
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        """Close the file (a partial can then be renamed or deleted, on Windows too)."""
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
 @dataclass
 class _Partial:
     """The bytes of one file received so far (``<final>.part``) and what they are.
@@ -371,6 +430,10 @@ class _Partial:
     unsaved: int = 0  # bytes written since the sidecar was
     wake: threading.Event = field(default_factory=threading.Event)  # set: save the sidecar now
     lock: threading.Lock = field(default_factory=threading.Lock)
+    digest: _PrefixHash = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.digest = _PrefixHash(self.path)
 
     @property
     def path(self) -> Path:
@@ -414,9 +477,11 @@ class _Partial:
 
     def reset(self) -> None:
         """Discard the bytes and the sidecar: the next response starts a new partial."""
+        self.digest.close()
         self.path.unlink(missing_ok=True)
         self.sidecar.unlink(missing_ok=True)
         self.have, self.etag, self.commit, self.begun = [], None, None, False
+        self.digest = _PrefixHash(self.path)
 
     def begin(self, etag: str | None, commit: str | None) -> bool:
         """Whether a response serves the bytes of this partial. The first response of a new
@@ -466,47 +531,6 @@ class _Partial:
             if saved and got:
                 return saved == got
         return True
-
-
-class _PrefixHash:
-    """sha256 of a partial from byte 0, fed as its gapless prefix grows.
-
-    The bytes are read back from the file (from the page cache: the prefix trails the parts in
-    flight by a few MB), so after the last byte only what arrived last is left to hash.
-    Measured against one pass after the download in ``benchmarks/download_throughput.py``.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.hasher = hashlib.sha256()
-        self.hashed = 0
-        self._block = bytearray(READ_SIZE)
-        self._file: BinaryIO | None = None
-
-    def update(self, upto: int, budget: int | None = None) -> int:
-        """Hash the bytes before ``upto`` not hashed yet, at most ``budget`` of them.
-
-        Returns:
-            How many bytes were hashed.
-        """
-        stop = upto if budget is None else min(upto, self.hashed + budget)
-        first = self.hashed
-        if stop > first and self._file is None:
-            self._file = self.path.open("rb", buffering=0)
-        view = memoryview(self._block)
-        while self.hashed < stop and self._file is not None:
-            n = self._file.readinto(view[: min(len(view), stop - self.hashed)])
-            if not n:  # shorter than the ranges on disk say: the size check will tell
-                break
-            self.hasher.update(view[:n])
-            self.hashed += n
-        return self.hashed - first
-
-    def close(self) -> None:
-        """Close the file (a partial can then be renamed or deleted, on Windows too)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 def _validator(response: httpx2.Response) -> tuple[str | None, str | None]:
@@ -639,10 +663,9 @@ class _Download:
         connections = self.connections
         restarts = 0
         while True:
-            digest = _PrefixHash(partial.path)
             try:
-                self._fetch_parts(url, partial, connections, digest)
-                return self._verify(partial, digest)
+                self._fetch_parts(url, partial, connections)
+                return self._verify(partial)
             except _Restart as exc:
                 restarts += 1
                 if restarts > self.settings.hub_retries:
@@ -650,11 +673,9 @@ class _Download:
                 partial.reset()
                 connections = 1  # one stream from byte 0 cannot disagree with itself
             finally:
-                digest.close()
+                partial.digest.close()
 
-    def _fetch_parts(
-        self, url: str, partial: _Partial, connections: int, digest: _PrefixHash
-    ) -> None:
+    def _fetch_parts(self, url: str, partial: _Partial, connections: int) -> None:
         """Fetch what ``partial`` misses, each part in its own thread, up to ``connections`` at
         once. This thread meanwhile hashes the prefix, saves the sidecar and reports progress.
         The first failure stops every part."""
@@ -689,7 +710,7 @@ class _Download:
         seen = partial.received
         try:
             while any(thread.is_alive() for thread in threads):
-                if not digest.update(partial.prefix, HASH_BUDGET):
+                if not partial.digest.update(partial.prefix, HASH_BUDGET):
                     partial.wake.wait(SAVE_INTERVAL)
                 partial.wake.clear()
                 if partial.received != seen:
@@ -758,6 +779,7 @@ class _Download:
                     _write_at(fd, chunk, part.start)
                     partial.add(part.start, len(chunk))
                     part.start += len(chunk)
+                    partial.digest.update(partial.prefix, 2 * len(chunk), wait=False)
                     self.check_cancel()
                     if stop.is_set():
                         raise _Stopped
@@ -772,14 +794,14 @@ class _Download:
                 f"{format_size(partial.done)}",
             ) from exc
 
-    def _verify(self, partial: _Partial, digest: _PrefixHash) -> ManifestFile:
+    def _verify(self, partial: _Partial) -> ManifestFile:
         """Hash what is left, compare with the Hub's sha256, then move the file into place."""
         self.tracker.emit(status="verifying")
-        digest.update(partial.prefix)
-        digest.close()
+        partial.digest.update(partial.prefix)
+        partial.digest.close()
         remote = partial.remote
         size = partial.prefix
-        hexdigest = digest.hasher.hexdigest()
+        hexdigest = partial.digest.hasher.hexdigest()
         wrong_size = partial.done != size or (remote.size is not None and size != remote.size)
         if wrong_size or (remote.sha256 is not None and hexdigest != remote.sha256.lower()):
             partial.reset()

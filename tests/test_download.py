@@ -90,9 +90,9 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> int:
-    """Parts of at least 128 KiB (not 16 MiB), so a 1 MiB file is 4 parts over 4 connections."""
-    monkeypatch.setattr(dl, "MIN_PART", 128 * 1024)
-    return 128 * 1024
+    """Parts of at least 256 KiB (not 16 MiB), so a 1 MiB file is 4 parts."""
+    monkeypatch.setattr(dl, "MIN_PART", 256 * 1024)
+    return 256 * 1024
 
 
 # --- a Hub that misbehaves on request --------------------------------------------------------
@@ -527,10 +527,12 @@ def test_a_file_is_fetched_in_parts_over_several_connections(faulty, tmp_path, s
 
 def test_the_connections_setting_is_the_default(faulty, monkeypatch, small_parts):
     monkeypatch.setenv("OFFGRID_DOWNLOAD_CONNECTIONS", "2")
+    events: list[dl.DownloadProgress] = []
 
-    dl.download(REPO, FILE)
+    dl.download(REPO, FILE, progress=events.append)
 
-    assert len(faulty.file_requests()) == 2  # 512 KiB parts
+    assert events[-1].connections == 2
+    assert len(faulty.file_requests()) == 4  # 4 parts over 2 connections
 
 
 @pytest.mark.parametrize("connections", [0, 65, True, 2.5])
@@ -643,7 +645,7 @@ def test_parts_resume_after_sigkill_asking_only_for_missing_ranges(tmp_path, mon
         }
         code = (
             "import importlib; d = importlib.import_module('offgrid_nb.download'); "
-            "d.MIN_PART = 1 << 19; "
+            "d.MIN_PART = 1 << 20; "
             f"d.download({repo_id!r}, {FILE!r}, connections=4)"
         )
         child = subprocess.Popen([sys.executable, "-c", code], env=env)
@@ -660,7 +662,7 @@ def test_parts_resume_after_sigkill_asking_only_for_missing_ranges(tmp_path, mon
         served_before = len(mirror.log)
         monkeypatch.setenv("HF_ENDPOINT", mirror.url)
         monkeypatch.setenv("OFFGRID_MODELS_DIR", str(tmp_path / "models"))
-        monkeypatch.setattr(dl, "MIN_PART", 1 << 19)
+        monkeypatch.setattr(dl, "MIN_PART", 1 << 20)
         clear_cache()
 
         path = dl.download(repo_id, FILE, connections=4)
