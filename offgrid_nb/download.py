@@ -417,7 +417,8 @@ class _PrefixHash:
 class _Partial:
     """The bytes of one file received so far (``<final>.part``) and what they are.
 
-    Worker threads call :meth:`begin` and :meth:`add`; the rest runs in the download's thread.
+    Worker threads call :meth:`begin`, :meth:`add` and ``digest.update``; the rest runs in the
+    download's thread.
     """
 
     final: Path
@@ -461,7 +462,7 @@ class _Partial:
             saved = json.loads(partial.sidecar.read_text(encoding="utf-8"))
             on_disk = partial.path.stat().st_size
             # without "have", a partial of one connection (older versions): its bytes from 0
-            spans = saved.get("have", [[0, on_disk]])
+            spans = [(int(start), int(end)) for start, end in saved.get("have", [[0, on_disk]])]
             have = _merged((start, end) for start, end in spans if 0 <= start < end <= on_disk)
         except (OSError, ValueError, TypeError, AttributeError):
             saved, on_disk, have = {}, 0, []
