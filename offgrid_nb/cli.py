@@ -441,10 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
     p.add_argument("--port", type=_positive_int, default=8080)
     p.add_argument("--latency-ms", type=float, default=0.0, help="simulate a slow link")
-    for flag, what in (("--rate-per-connection", "each connection"), ("--rate-total", "all")):
-        p.add_argument(
-            flag, type=_size_arg, metavar="BYTES", help=f"bytes/s {what} may carry, e.g. 25MB"
-        )
+    for flag, what in (
+        ("--rate-per-connection", "each connection carries, e.g. 25MB"),
+        ("--rate-total", "all connections together carry, e.g. 100MB"),
+    ):
+        p.add_argument(flag, type=_size_arg, metavar="BYTES", help=f"bytes/s {what}")
     p.set_defaults(handler=cmd_mirror)
 
     p = sub.add_parser("serve", help="serve the REST API (OpenAI-compatible chat) on /v1")

@@ -798,6 +798,8 @@ class _Download:
     def _verify(self, partial: _Partial) -> ManifestFile:
         """Hash what is left, compare with the Hub's sha256, then move the file into place."""
         self.tracker.emit(status="verifying")
+        if not partial.begun:  # an empty file: no part to fetch
+            partial.begin(None, None)
         partial.digest.update(partial.prefix)
         partial.digest.close()
         remote = partial.remote

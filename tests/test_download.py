@@ -542,6 +542,14 @@ def test_a_bad_connection_count_fails_before_any_request(faulty, connections):
     assert faulty.requests == []
 
 
+def test_an_empty_file_needs_no_request(faulty, tmp_path):
+    faulty.files = {FILE: b""}
+
+    assert dl.download(REPO, FILE).read_bytes() == b""
+    assert faulty.file_requests() == []
+    assert leftovers(tmp_path / "models") == []
+
+
 def test_a_file_smaller_than_a_part_is_one_request(faulty, tmp_path):
     path = dl.download(REPO, FILE, connections=8)  # 1 MiB, parts are at least 16 MiB
 
