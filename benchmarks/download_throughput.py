@@ -44,6 +44,7 @@ from pathlib import Path
 os.environ["HF_HUB_DISABLE_XET"] = "1"  # before huggingface_hub reads it, at import
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
+DEFAULT = "offgrid_nb, default"
 REPO = "bench/random-GGUF"
 FILE = "random-Q4_K_M.gguf"
 PER_CONNECTION = 25_000_000  # bytes/s
@@ -258,9 +259,7 @@ def main() -> None:
             file_url = f"{mirror.url}/{REPO}/resolve/main/{FILE}"
             try:
                 # capped links: the cap decides, not noise; bare loopback: the default too
-                runs, default = (
-                    (args.runs, {"offgrid_nb, default": Ours(None)}) if key == "c" else (1, {})
-                )
+                runs, default = (args.runs, {DEFAULT: Ours(None)}) if key == "c" else (1, {})
                 measured = {**clients, **default}
                 results[key] = {name: [] for name in measured}
                 tails[key] = {name: [] for name in measured}
@@ -276,7 +275,11 @@ def main() -> None:
                 mirror.stop()
         one_pass = one_pass_sha256(source)
 
+    from offgrid_nb.config import get_settings
+
+    connections = get_settings().download_connections
     print(f"file: {args.size_mb} MB of random bytes, mirror in its own process")
+    print(f"default: {connections} connections (the download_connections setting)")
     print(f"{'link':<36}{'client':<28}{'MB/s':>8}{'ratio':>8}  target")
     for key, (title, _) in LINKS.items():
         medians = {name: statistics.median(times) for name, times in results[key].items()}
@@ -292,7 +295,7 @@ def main() -> None:
                 target = ">= 5x curl"
             elif key == "b" and name.endswith(", 8 connections"):
                 target = ">= 0.9 of the cap (c)"
-            elif key == "c" and name == "offgrid_nb, default":
+            elif key == "c" and name == DEFAULT:
                 target = ">= 0.9x curl"
             label = title if i == 0 else ""
             print(f"{label:<36}{name:<28}{speed:>8.0f}{ratio:>8}  {target}")
@@ -307,7 +310,7 @@ def main() -> None:
     print(
         f"one sha256 pass over the finished file (what verifying after it costs): {one_pass:.3f} s"
     )
-    for key, name in (("a", "offgrid_nb, 8 connections"), ("c", "offgrid_nb, default")):
+    for key, name in (("a", "offgrid_nb, 8 connections"), ("c", DEFAULT)):
         tail = statistics.median(tails[key][name])
         print(
             f"  ours on link {key}, {name.split(', ')[1]}: {tail:.3f} s from the last byte to"

@@ -852,7 +852,7 @@ def check_connections(connections: int) -> int:
     if not 1 <= connections <= MAX_CONNECTIONS:
         raise InvalidArgumentError(
             f"connections must be between 1 and {MAX_CONNECTIONS}, not {connections}",
-            hint="8 is plenty for most links",
+            hint="4 (the default) fill most links; 8 to 16 for very fast ones",
         )
     return connections
 
