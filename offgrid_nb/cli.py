@@ -220,12 +220,19 @@ def _pick_variant(args: argparse.Namespace) -> Variant:
 
 def cmd_download(args: argparse.Namespace) -> int:
     """``offgrid download-hf REPO``: resumable, verified download into the models folder."""
-    from .download import download
+    from .download import check_connections, download
     from .render import ProgressPrinter
 
+    if args.connections is not None:
+        check_connections(args.connections)  # before the menu and any Hub call
     variant = _pick_variant(args)
     print(f"Downloading {args.repo} / {variant.filename}")
-    path = download(args.repo, variant.filename, progress=ProgressPrinter(sys.stdout))
+    path = download(
+        args.repo,
+        variant.filename,
+        progress=ProgressPrinter(sys.stdout),
+        connections=args.connections,
+    )
     print(f"Model saved to: {path}")
     print(f"Run with: offgrid run {path.name.removesuffix('.gguf')}")
     return 0
@@ -377,7 +384,14 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     """``offgrid mirror DIR``: serve a folder as a read-only Hub."""
     from .mirror import serve
 
-    serve(args.dir, host=args.host, port=args.port, latency_ms=args.latency_ms)
+    serve(
+        args.dir,
+        host=args.host,
+        port=args.port,
+        latency_ms=args.latency_ms,
+        rate_per_connection=args.rate_per_connection,
+        rate_total=args.rate_total,
+    )
     return 0
 
 
@@ -474,6 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("-f", "--file", help="exact file in the repo")
     which.add_argument("-q", "--quant", help="quantization, e.g. Q4_K_M")
     p.add_argument("-y", "--yes", action="store_true", help="take the recommended file, no menu")
+    p.add_argument(
+        "--connections",
+        type=_positive_int,
+        metavar="N",
+        help="parts fetched at once (default 4, OFFGRID_DOWNLOAD_CONNECTIONS)",
+    )
     p.set_defaults(handler=cmd_download)
 
     p = sub.add_parser("run", help="chat with a local model in the terminal")
@@ -548,6 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
     p.add_argument("--port", type=_positive_int, default=8080)
     p.add_argument("--latency-ms", type=float, default=0.0, help="simulate a slow link")
+    for flag, what in (
+        ("--rate-per-connection", "each connection carries, e.g. 25MB"),
+        ("--rate-total", "all connections together carry, e.g. 100MB"),
+    ):
+        p.add_argument(flag, type=_size_arg, metavar="BYTES", help=f"bytes/s {what}")
     p.set_defaults(handler=cmd_mirror)
 
     p = sub.add_parser("serve", help="serve the REST API (OpenAI-compatible chat) on /v1")

@@ -4,16 +4,22 @@ How one file of a model is fetched (``final`` is ``<models_dir>/<org>/<repo>/<pa
 
 1. The model's lock (``<first file>.lock``, a :class:`filelock.FileLock`) is taken, so two
    processes never write the same bytes; the second one waits, or fails with a clear error.
-2. Bytes are appended to ``final.part``. Before the first byte, ``final.part.json`` records
-   what they are: the sha256 the Hub lists, the size, the server's ETag and commit.
+2. The file is cut into parts (:func:`_parts`; a small file is one part) fetched with ``Range``
+   over up to ``connections`` connections at once, one thread each, every part written in place
+   (``os.pwrite``) into ``final.part``, created at the file's full size. ``final.part.json``
+   records what the bytes are (the sha256 the Hub lists, the size, the server's ETag and
+   commit) before the first byte, then which byte ranges are on disk, rewritten atomically every
+   :data:`SAVE_INTERVAL` or :data:`SAVE_BYTES` while bytes arrive. A part whose connection fails
+   or stalls (no byte for ``hub_timeout`` seconds) is asked again from where it stopped, with
+   backoff.
 3. After an interruption (even SIGKILL) the next call finds the partial, checks the sidecar
-   against the Hub's listing, re-hashes the prefix and asks for the rest with ``Range``. The
-   response's ETag (commit when there is no ETag) must still be the sidecar's, so a file that
-   changed on the Hub is never glued onto an old partial; a server that ignores ``Range`` (200)
-   restarts the file cleanly, and a 416 for a complete partial is accepted.
-4. sha256 is computed while the bytes stream in and compared with the Hub's LFS sha256. A
-   mismatch discards the partial; a match renames it into place (``os.replace``). Nothing ever
-   appears under the final name unverified.
+   against the Hub's listing and asks only for the missing ranges. Every response's ETag (commit
+   when there is no ETag) must still be the sidecar's, so a file that changed on the Hub is
+   never glued onto an old partial: the partial is discarded and the file fetched again over one
+   connection, as it is when a server ignores ``Range`` (answers 200).
+4. sha256 is computed over the gapless prefix as it grows (:class:`_PrefixHash`) and compared
+   with the Hub's LFS sha256 once every byte is there. A mismatch discards the partial; a match
+   renames it into place (``os.replace``). Nothing ever appears under the final name unverified.
 
 The HTTP client, headers (token) and error mapping are ``huggingface_hub``'s, so a gated repo,
 a mirror (``HF_ENDPOINT``) or a proxy behave exactly as with ``hf download``.
@@ -28,11 +34,12 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import httpx2
 from huggingface_hub import hf_hub_url
@@ -72,6 +79,13 @@ SPEED_SMOOTHING = 0.3  # weight of the newest interval in the moving average of 
 RETRY_DELAY = 0.5  # seconds before the first retry; doubled after each failure in a row
 MAX_RETRY_DELAY = 8.0
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+MAX_CONNECTIONS = 64
+MIN_PART = 16 << 20  # bytes: no part is smaller, so a file under 16 MiB is one request
+MAX_PART = 64 << 20  # nor bigger: the prefix hash trails the parts in flight by ~connections parts
+PARTS_PER_CONNECTION = 4  # so parts in flight at the end (hashed after the last byte) are ~1/4
+SAVE_INTERVAL = 0.05  # seconds between sidecar rewrites while bytes arrive...
+SAVE_BYTES = 8 << 20  # ...or sooner, after this many bytes: a kill loses at most about this much
+HASH_BUDGET = 8 << 20  # bytes hashed between two sidecar rewrites, so neither waits long
 
 Status = Literal["starting", "downloading", "verifying", "done"]
 
@@ -91,6 +105,7 @@ class DownloadProgress:
         status: ``"starting"``, ``"downloading"``, ``"verifying"`` or ``"done"``.
         file_index: 1-based index of ``filename`` among the model's files.
         n_files: number of files (shards) of the model.
+        connections: connections fetching parts of ``filename`` at once.
     """
 
     repo_id: str
@@ -102,6 +117,7 @@ class DownloadProgress:
     status: Status
     file_index: int
     n_files: int
+    connections: int = 1
 
     @property
     def fraction(self) -> float | None:
@@ -130,6 +146,14 @@ def _use_large_reads() -> None:
 
 class _Transient(Exception):
     """A failure worth retrying: connection reset, timeout, 5xx, a body cut short."""
+
+
+class _Restart(Exception):
+    """The partial cannot be continued (the file changed, Range is ignored): start it over."""
+
+
+class _Stopped(Exception):
+    """Another part failed or the download was cancelled: this part stops where it is."""
 
 
 # --- choosing what to download ------------------------------------------------------------
@@ -269,17 +293,148 @@ class _Tracker:
 
 # --- one file --------------------------------------------------------------------------------
 
+Span = tuple[int, int]  # bytes [start, end) of a file
+
+
+def _merged(spans: Iterable[Span]) -> list[Span]:
+    """``spans`` sorted, touching and overlapping ones joined, empty ones dropped."""
+    out: list[Span] = []
+    for start, end in sorted(s for s in spans if s[0] < s[1]):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(end, out[-1][1]))
+        else:
+            out.append((start, end))
+    return out
+
+
+@dataclass
+class _Part:
+    """Bytes still to fetch: ``start`` moves up as they arrive; ``end`` None: to the file's end."""
+
+    start: int
+    end: int | None
+
+
+def _parts(have: list[Span], size: int | None, connections: int) -> list[_Part]:
+    """What ``have`` misses of a file of ``size`` bytes, cut for ``connections`` connections.
+
+    Over one connection, a part is a gap. Else a part is a :data:`PARTS_PER_CONNECTION` th of
+    a connection's share, between :data:`MIN_PART` and :data:`MAX_PART` (the last one of a gap
+    may be smaller): a small file is one request, a faster connection takes more parts, and the
+    parts still in flight when the last byte arrives (not hashed yet) are a small share of it.
+    """
+    if size is None:  # unknown size: one stream, continued from its prefix
+        return [_Part(have[0][1] if have and have[0][0] == 0 else 0, None)]
+    gaps: list[Span] = []
+    position = 0
+    for start, end in [*have, (size, size)]:
+        if start > position:
+            gaps.append((position, start))
+        position = max(position, end)
+    missing = sum(end - start for start, end in gaps)
+    share = -(-missing // (connections * PARTS_PER_CONNECTION))
+    piece = missing if connections == 1 else min(max(share, MIN_PART), MAX_PART)  # 1: in order
+    return [
+        _Part(offset, min(offset + piece, end))
+        for start, end in gaps
+        for offset in range(start, end, piece)
+    ]
+
+
+if hasattr(os, "pwrite"):
+    _pwrite = os.pwrite
+else:  # pragma: no cover  # Windows: every attempt writes through its own descriptor
+
+    def _pwrite(fd: int, data: memoryview, offset: int) -> int:
+        os.lseek(fd, offset, os.SEEK_SET)
+        return os.write(fd, data)
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` of ``fd``."""
+    view = memoryview(data)
+    while view:
+        written = _pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+class _PrefixHash:
+    """sha256 of a partial from byte 0, fed as its gapless prefix grows.
+
+    The bytes are read back from the file (from the page cache: the prefix trails the parts in
+    flight), a little after every chunk by the connection that wrote it (so hashing keeps pace
+    with the download even when the CPU is the limit) and by the download's thread when idle;
+    after the last byte only the parts that were still in flight are left to hash. Measured
+    against one pass after the download in ``benchmarks/download_throughput.py``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hasher = hashlib.sha256()
+        self.hashed = 0
+        self._block = bytearray(READ_SIZE)
+        self._file: BinaryIO | None = None
+        self._lock = threading.Lock()
+
+    def update(self, upto: int, budget: int | None = None, *, wait: bool = True) -> int:
+        """Hash the bytes before ``upto`` not hashed yet, at most ``budget`` of them.
+
+        Args:
+            upto: the end of the gapless prefix on disk.
+            budget: bytes to hash at most (``None``: all).
+            wait: if another thread is hashing, wait for it (else return 0 at once).
+
+        Returns:
+            How many bytes were hashed.
+        """
+        if not self._lock.acquire(blocking=wait):
+            return 0
+        try:
+            stop = upto if budget is None else min(upto, self.hashed + budget)
+            first = self.hashed
+            if stop > first and self._file is None:
+                self._file = self.path.open("rb", buffering=0)
+            view = memoryview(self._block)
+            while self.hashed < stop and self._file is not None:
+                n = self._file.readinto(view[: min(len(view), stop - self.hashed)])
+                if not n:  # shorter than the ranges on disk say: the size check will tell
+                    break
+                self.hasher.update(view[:n])
+                self.hashed += n
+            return self.hashed - first
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        """Close the file (a partial can then be renamed or deleted, on Windows too)."""
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
 
 @dataclass
 class _Partial:
-    """The bytes of one file received so far (``<final>.part``) and what they are."""
+    """The bytes of one file received so far (``<final>.part``) and what they are.
+
+    Worker threads call :meth:`begin`, :meth:`add` and ``digest.update``; the rest runs in the
+    download's thread.
+    """
 
     final: Path
     remote: RemoteFile
-    size: int = 0
-    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)  # over the bytes on disk
+    have: list[Span] = field(default_factory=list)  # byte ranges on disk, merged
     etag: str | None = None
     commit: str | None = None
+    begun: bool = False  # the file and the sidecar naming its source exist
+    received: int = 0  # bytes written by this call (never reset: it measures the speed)
+    unsaved: int = 0  # bytes written since the sidecar was
+    wake: threading.Event = field(default_factory=threading.Event)  # set: save the sidecar now
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    digest: _PrefixHash = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.digest = _PrefixHash(self.path)
 
     @property
     def path(self) -> Path:
@@ -289,39 +444,87 @@ class _Partial:
     def sidecar(self) -> Path:
         return self.final.with_name(self.final.name + SIDECAR_SUFFIX)
 
+    @property
+    def done(self) -> int:
+        """Bytes on disk."""
+        return sum(end - start for start, end in self.have)
+
+    @property
+    def prefix(self) -> int:
+        """Bytes on disk from byte 0 without a gap."""
+        return self.have[0][1] if self.have and self.have[0][0] == 0 else 0
+
     @classmethod
     def load(cls, final: Path, remote: RemoteFile) -> _Partial:
         """Continue an earlier partial when its sidecar says it holds this file, else start over."""
         partial = cls(final, remote)
         try:
             saved = json.loads(partial.sidecar.read_text(encoding="utf-8"))
-            size = partial.path.stat().st_size
-        except (OSError, ValueError):
-            saved, size = {}, 0
+            on_disk = partial.path.stat().st_size
+            # without "have", a partial of one connection (older versions): its bytes from 0
+            spans = [(int(start), int(end)) for start, end in saved.get("have", [[0, on_disk]])]
+            have = _merged((start, end) for start, end in spans if 0 <= start < end <= on_disk)
+        except (OSError, ValueError, TypeError, AttributeError):
+            saved, on_disk, have = {}, 0, []
         same = saved.get("sha256") == remote.sha256 and saved.get("size") == remote.size
-        if not same or (remote.size is not None and size > remote.size):
+        if not same or (remote.size is not None and on_disk > remote.size):
             partial.reset()
             return partial
-        # hashlib cannot save its state, so a resumed download reads the prefix it already has
-        # once; everything after it is hashed as it streams in. No byte is read twice.
-        partial.hasher = hash_file(partial.path)
-        partial.size = size
+        if remote.size is not None and on_disk < remote.size:
+            os.truncate(partial.path, remote.size)
+        partial.have, partial.begun = have, True
         partial.etag, partial.commit = saved.get("etag"), saved.get("commit")
         return partial
 
     def reset(self) -> None:
-        """Discard the bytes and the sidecar: the next request starts at byte 0."""
+        """Discard the bytes and the sidecar: the next response starts a new partial."""
+        self.digest.close()
         self.path.unlink(missing_ok=True)
         self.sidecar.unlink(missing_ok=True)
-        self.size, self.hasher, self.etag, self.commit = 0, hashlib.sha256(), None, None
+        self.have, self.etag, self.commit, self.begun = [], None, None, False
+        self.digest = _PrefixHash(self.path)
 
-    def begin(self, etag: str | None, commit: str | None) -> None:
-        """Start from byte 0, recording what the bytes are before the first one is written."""
-        self.reset()
-        self.etag, self.commit = etag, commit
+    def begin(self, etag: str | None, commit: str | None) -> bool:
+        """Whether a response serves the bytes of this partial. The first response of a new
+        partial records its source in the sidecar and creates the file at its full size."""
+        with self.lock:
+            if self.begun:
+                return self.same_source(etag, commit)
+            self.etag, self.commit = etag, commit
+            with self.path.open("wb") as out:
+                if self.remote.size:
+                    out.truncate(self.remote.size)
+            write_json(self.sidecar, self._meta())
+            self.begun = True
+            return True
+
+    def add(self, start: int, length: int) -> None:
+        """``length`` bytes from ``start`` are on disk now."""
+        with self.lock:
+            self.have = _merged([*self.have, (start, start + length)])
+            self.received += length
+            self.unsaved += length
+            if self.unsaved >= SAVE_BYTES:
+                self.wake.set()
+
+    def save(self) -> None:
+        """Rewrite the sidecar (atomically) with the ranges on disk now."""
+        with self.lock:
+            meta = self._meta() if self.begun else None
+            self.unsaved = 0
+        if meta is not None:
+            write_json(self.sidecar, meta)
+
+    def _meta(self) -> dict[str, object]:
         remote = self.remote
-        meta = {"sha256": remote.sha256, "size": remote.size, "etag": etag, "commit": commit}
-        write_json(self.sidecar, meta)
+        have = [list(span) for span in self.have]
+        return {
+            "sha256": remote.sha256,
+            "size": remote.size,
+            "etag": self.etag,
+            "commit": self.commit,
+            "have": have,
+        }
 
     def same_source(self, etag: str | None, commit: str | None) -> bool:
         """Whether a response serves the bytes this partial holds (ETag first, else commit)."""
@@ -339,11 +542,10 @@ def _validator(response: httpx2.Response) -> tuple[str | None, str | None]:
     return etag, hub.headers.get("X-Repo-Commit")
 
 
-def _content_range(response: httpx2.Response) -> tuple[int | None, int | None]:
-    """(first byte, total size) from ``Content-Range: bytes a-b/n`` or ``bytes */n``."""
-    unit_range, _, total = response.headers.get("Content-Range", "").partition("/")
-    first = unit_range.removeprefix("bytes ").partition("-")[0]
-    return (int(first) if first.isdigit() else None, int(total) if total.isdigit() else None)
+def _first_byte(response: httpx2.Response) -> int | None:
+    """The first byte of ``Content-Range: bytes a-b/n``."""
+    first = response.headers.get("Content-Range", "").removeprefix("bytes ").partition("-")[0]
+    return int(first) if first.isdigit() else None
 
 
 def _raise_for_status(response: httpx2.Response) -> None:
@@ -359,8 +561,14 @@ def _raise_for_status(response: httpx2.Response) -> None:
 # --- a whole model ---------------------------------------------------------------------------
 
 
-def _file_size(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else 0
+def _allocated(path: Path) -> int:
+    """Bytes ``path`` takes on disk (a partial is created at full size, sparse until written)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return 0
+    blocks = getattr(stat, "st_blocks", None)  # not on Windows
+    return stat.st_size if blocks is None else min(stat.st_size, blocks * 512)
 
 
 def _is_complete(final: Path, remote: RemoteFile, recorded: str | None) -> bool:
@@ -384,8 +592,10 @@ class _Download:
         finals: list[Path],
         tracker: _Tracker,
         cancel: threading.Event | None,
+        connections: int,
     ) -> None:
         self.settings = settings
+        self.connections = connections
         self.variant = variant
         self.revision = revision
         self.finals = finals
@@ -430,7 +640,7 @@ class _Download:
     def _check_disk_space(self, todo: list[tuple[int, RemoteFile, Path]]) -> None:
         folder = self.finals[0].parent
         needed = sum(
-            (remote.size or 0) - _file_size(final.with_name(final.name + PART_SUFFIX))
+            (remote.size or 0) - _allocated(final.with_name(final.name + PART_SUFFIX))
             for _, remote, final in todo
         )
         free = shutil.disk_usage(folder).free
@@ -442,101 +652,179 @@ class _Download:
             )
 
     def _fetch(self, remote: RemoteFile, final: Path) -> ManifestFile:
-        """One file, with bounded retries: a failure after some progress does not count."""
+        """One file: what is missing, over the connections, then verified into place."""
         partial = _Partial.load(final, remote)
-        self.tracker.advance(partial.size, force=True)
+        self.tracker.advance(partial.done, force=True)
         url = hf_hub_url(
             self.variant.repo_id,
             remote.path,
             revision=self.revision,
             endpoint=self.settings.endpoint,
         )
+        connections = self.connections
+        restarts = 0
+        while True:
+            try:
+                self._fetch_parts(url, partial, connections)
+                return self._verify(partial)
+            except _Restart as exc:
+                restarts += 1
+                if restarts > self.settings.hub_retries:
+                    raise self._gave_up(partial, restarts, exc) from exc
+                partial.reset()
+                connections = 1  # one stream from byte 0 cannot disagree with itself
+            finally:
+                partial.digest.close()
+
+    def _fetch_parts(self, url: str, partial: _Partial, connections: int) -> None:
+        """Fetch what ``partial`` misses, each part in its own thread, up to ``connections`` at
+        once. This thread meanwhile hashes the prefix, saves the sidecar and reports progress.
+        The first failure stops every part."""
+        parts = deque(_parts(partial.have, partial.remote.size, connections))
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                while not stop.is_set():
+                    try:
+                        part = parts.popleft()
+                    except IndexError:
+                        return
+                    self._fetch_part(url, partial, part, stop)
+            except _Stopped:
+                pass
+            except BaseException as exc:  # reported by the download's thread
+                failures.append(exc)
+                stop.set()
+            finally:
+                partial.wake.set()
+
+        count = min(connections, len(parts))
+        self.tracker.event = replace(self.tracker.event, connections=max(count, 1))
+        threads = [
+            threading.Thread(target=work, name=f"offgrid-download-part-{i}", daemon=True)
+            for i in range(count)
+        ]
+        for thread in threads:
+            thread.start()
+        seen = partial.received
+        try:
+            while any(thread.is_alive() for thread in threads):
+                if not partial.digest.update(partial.prefix, HASH_BUDGET):
+                    partial.wake.wait(SAVE_INTERVAL)
+                partial.wake.clear()
+                if partial.received != seen:
+                    partial.save()
+                    self.tracker.advance(partial.done, received=partial.received - seen)
+                    seen = partial.received
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+            partial.save()
+        if failures:
+            raise failures[0]
+
+    def _fetch_part(self, url: str, partial: _Partial, part: _Part, stop: threading.Event) -> None:
+        """One part, with bounded retries: a failure after some progress does not count."""
         failures = 0
         while True:
-            self.check_cancel()
-            before = partial.size
+            before = part.start
             try:
-                if self._attempt(url, partial):
-                    break
+                self._attempt(url, partial, part, stop)
+                return
             except (httpx2.TransportError, _Transient) as exc:
-                failures = 1 if partial.size > before else failures + 1
+                failures = 1 if part.start > before else failures + 1
                 if failures > self.settings.hub_retries:
                     raise self._gave_up(partial, failures, exc) from exc
-                time.sleep(min(RETRY_DELAY * 2 ** (failures - 1), MAX_RETRY_DELAY))
-        return self._verify(partial)
+                if stop.wait(min(RETRY_DELAY * 2 ** (failures - 1), MAX_RETRY_DELAY)):
+                    raise _Stopped from exc
 
-    def _attempt(self, url: str, partial: _Partial) -> bool:
-        """One GET from where the partial ends; ``False`` if the partial had to be discarded."""
+    def _attempt(self, url: str, partial: _Partial, part: _Part, stop: threading.Event) -> None:
+        """One GET of the rest of ``part``; a stall (no byte for ``hub_timeout``) is a timeout."""
+        self.check_cancel()
+        size = partial.remote.size
         headers = dict(self.headers)
-        if partial.size:
-            headers["Range"] = f"bytes={partial.size}-"
+        ranged = part.start > 0 or part.end != size
+        if ranged:
+            last = "" if part.end in (None, size) else part.end - 1  # type: ignore[operator]
+            headers["Range"] = f"bytes={part.start}-{last}"
         timeout = self.settings.hub_timeout
         with get_session().stream("GET", url, headers=headers, timeout=timeout) as response:
-            if response.status_code == 416 and partial.size:
-                if (_content_range(response)[1] or partial.remote.size) == partial.size:
-                    return True  # the partial is complete: nothing was left to send
-                partial.reset()
-                return False
+            if response.status_code == 416:
+                raise _Restart("the server's file is shorter than the Hub lists")
             _raise_for_status(response)
             etag, commit = _validator(response)
             self.commit = commit or self.commit
-            resumed = response.status_code == 206 and partial.size > 0
-            if resumed and (
-                not partial.same_source(etag, commit) or _content_range(response)[0] != partial.size
-            ):
-                partial.reset()  # the file changed on the Hub: never glue old and new bytes
-                return False
-            if not resumed:  # 200: the whole file, even if we asked for the rest (Range ignored)
-                partial.begin(etag, commit)
-            self._receive(response, partial)
-        expected = partial.remote.size
-        if expected is not None and partial.size < expected:
-            raise _Transient(f"connection closed after {partial.size} of {expected} bytes")
-        return True
+            if ranged and (response.status_code != 206 or _first_byte(response) != part.start):
+                raise _Restart("the server ignores Range")  # 200: the whole file
+            if not partial.begin(etag, commit):
+                raise _Restart("the file changed on the Hub")  # never glue old and new bytes
+            self._receive(response, partial, part, stop)
+        if part.end is not None and part.start < part.end:
+            raise _Transient(f"connection closed at byte {part.start} of {size}")
 
-    def _receive(self, response: httpx2.Response, partial: _Partial) -> None:
+    def _receive(
+        self, response: httpx2.Response, partial: _Partial, part: _Part, stop: threading.Event
+    ) -> None:
+        """Write the body in place from ``part.start``, never past ``part.end``."""
         try:
-            with partial.path.open("ab") as out:
+            fd = os.open(partial.path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+            try:
                 for chunk in response.iter_bytes():
-                    out.write(chunk)
-                    partial.hasher.update(chunk)
-                    partial.size += len(chunk)
-                    self.tracker.advance(partial.size, received=len(chunk))
+                    if part.end is not None:
+                        chunk = chunk[: part.end - part.start]
+                        if not chunk:  # more than asked for
+                            break
+                    _write_at(fd, chunk, part.start)
+                    partial.add(part.start, len(chunk))
+                    part.start += len(chunk)
+                    partial.digest.update(partial.prefix, 2 * len(chunk), wait=False)
                     self.check_cancel()
+                    if stop.is_set():
+                        raise _Stopped
+            finally:
+                os.close(fd)
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
             raise DiskSpaceError(
                 f"The disk holding {partial.final.parent} is full",
                 hint=f"free some space and run the same command again to resume from "
-                f"{format_size(partial.size)}",
+                f"{format_size(partial.done)}",
             ) from exc
 
     def _verify(self, partial: _Partial) -> ManifestFile:
-        """Compare the streamed sha256 with the Hub's, then move the file into place."""
+        """Hash what is left, compare with the Hub's sha256, then move the file into place."""
         self.tracker.emit(status="verifying")
+        if not partial.begun:  # an empty file: no part to fetch
+            partial.begin(None, None)
+        partial.digest.update(partial.prefix)
+        partial.digest.close()
         remote = partial.remote
-        digest = partial.hasher.hexdigest()
-        wrong_size = remote.size is not None and partial.size != remote.size
-        if wrong_size or (remote.sha256 is not None and digest != remote.sha256.lower()):
+        size = partial.prefix
+        hexdigest = partial.digest.hasher.hexdigest()
+        wrong_size = partial.done != size or (remote.size is not None and size != remote.size)
+        if wrong_size or (remote.sha256 is not None and hexdigest != remote.sha256.lower()):
             partial.reset()
             raise ChecksumMismatchError(
                 f"{remote.path} of {self.variant.repo_id} failed verification: got sha256 "
-                f"{digest} ({partial.size} bytes), the Hub lists {remote.sha256} "
+                f"{hexdigest} ({size} bytes), the Hub lists {remote.sha256} "
                 f"({remote.size} bytes)",
                 hint="the bad bytes were discarded; run the command again, and if it fails "
                 "again the server is sending a different file than it lists",
             )
         os.replace(partial.path, partial.final)
         partial.sidecar.unlink(missing_ok=True)
-        return ManifestFile(remote.path, digest, partial.size)
+        return ManifestFile(remote.path, hexdigest, size)
 
     def _gave_up(self, partial: _Partial, failures: int, exc: Exception) -> DownloadError:
         reason = str(exc) or type(exc).__name__
         return DownloadError(
             f"Downloading {partial.remote.path} of {self.variant.repo_id} failed {failures} "
             f"times in a row ({reason})",
-            hint=f"run the same command again to resume from {format_size(partial.size)}",
+            hint=f"run the same command again to resume from {format_size(partial.done)}",
         )
 
     def _save_manifest(self, done: dict[str, ManifestFile]) -> None:
@@ -553,6 +841,22 @@ class _Download:
         ).save(self.finals[0])
 
 
+def check_connections(connections: int) -> int:
+    """``connections`` if :func:`download` accepts it (a whole number from 1 to 64).
+
+    Raises:
+        InvalidArgumentError: it is not.
+    """
+    if isinstance(connections, bool) or not isinstance(connections, int):
+        raise InvalidArgumentError(f"connections must be a whole number, not {connections!r}")
+    if not 1 <= connections <= MAX_CONNECTIONS:
+        raise InvalidArgumentError(
+            f"connections must be between 1 and {MAX_CONNECTIONS}, not {connections}",
+            hint="4 (the default) fill most links; 8 to 16 for very fast ones",
+        )
+    return connections
+
+
 def download(
     repo_id: str,
     file: str | None = None,
@@ -563,6 +867,7 @@ def download(
     revision: str | None = None,
     cancel: threading.Event | None = None,
     lock_timeout: float | None = None,
+    connections: int | None = None,
 ) -> Path:
     """Download a GGUF model into the models folder: resumable, verified, atomic.
 
@@ -582,12 +887,16 @@ def download(
         cancel: set this event (e.g. from another thread) to stop; the partial file is kept.
         lock_timeout: seconds to wait while another process downloads the same model; ``None``
             waits as long as it takes, ``0`` fails at once.
+        connections: parts of a file fetched at once, 1 to 64 (default: the
+            ``download_connections`` setting, ``OFFGRID_DOWNLOAD_CONNECTIONS``); a file under
+            16 MiB is always one request.
 
     Returns:
         The local path of the model (shard 1 of a split model, which is what llama.cpp loads).
 
     Raises:
         AmbiguousError: several files match ``quant``; ``candidates`` lists them.
+        InvalidArgumentError: ``connections`` is not between 1 and 64.
         NotFoundError: no such repo, revision, file or quant.
         GatedRepoError: the repo needs accepted terms and a token (``HF_TOKEN``,
             ``hf auth login``).
@@ -600,8 +909,11 @@ def download(
         DownloadCancelledError: ``cancel`` was set.
         OfflineError, HubUnavailableError: as for every Hub call.
     """
-    _use_large_reads()
     settings = get_settings()
+    connections = check_connections(
+        settings.download_connections if connections is None else connections
+    )
+    _use_large_reads()
     root = Path(models_dir).expanduser() if models_dir else settings.models_dir
     try:
         found = variants(repo_id, revision=revision, settings=settings)
@@ -625,7 +937,8 @@ def download(
         file_index=1,
         n_files=len(variant.files),
     )
-    job = _Download(settings, variant, revision, finals, _Tracker(progress, first), cancel)
+    tracker = _Tracker(progress, first)
+    job = _Download(settings, variant, revision, finals, tracker, cancel, connections)
     with (
         model_lock(finals[0], timeout=lock_timeout, cancelled=job.check_cancel),
         hub_errors(settings, f"Repository '{repo_id}'"),
@@ -637,6 +950,7 @@ def download(
 __all__ = [
     "DownloadProgress",
     "ProgressCallback",
+    "check_connections",
     "download",
     "local_path",
     "select_variant",

@@ -8,6 +8,10 @@ An optional ``ROOT/<org>/<repo>/repo.json`` holds metadata (``downloads``, ``lik
 ``pipeline_tag``, ``gguf``) and ``sha256`` (file -> hex) checksums advertised instead of hashing.
 Hidden files and ``repo.json`` are not repo files. Every file is served as an LFS file: its ETag
 is its sha256. Point clients at it with ``HF_ENDPOINT=<url>`` and ``HF_HUB_DISABLE_XET=1``.
+
+A real link can be simulated on loopback: ``latency_ms`` before every answer, file bytes paced to
+``rate_per_connection`` per response (HTTP/1.1 answers one request at a time per connection)
+and to ``rate_total`` over all responses together.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,10 +47,11 @@ from tornado.netutil import bind_sockets
 from offgrid_nb.errors import InvalidArgumentError
 from offgrid_nb.jsonfile import write_json
 
-__all__ = ["MirrorServer", "make_app", "serve"]
+__all__ = ["MirrorRequest", "MirrorServer", "make_app", "serve"]
 
 PAGE_SIZE = 1000  # entries per page of /api/models and /tree (the Hub's size); then a Link header
 CHUNK_SIZE = 1 << 20  # bytes per read when streaming or hashing a file
+PACED_CHUNK = 256 << 10  # bytes per write when a rate is set (smooth enough at 1 MB/s and up)
 HASH_CACHE_DIR = Path(platformdirs.user_cache_dir("offgrid_nb")) / "mirror"
 HASH_CACHE_MIN_SIZE = 64 << 20  # sha256s of files at least this big are also kept on disk
 
@@ -305,17 +311,67 @@ class _Hasher:
             _log.warning("cannot write %s: %s", self._file, exc)
 
 
+@dataclass(frozen=True)
+class MirrorRequest:
+    """One answered request, as the mirror's request log keeps it."""
+
+    method: str
+    path: str  # with the query
+    range: str | None  # the Range header
+    status: int
+    sent: int  # bytes of a file's body sent (0 for other requests)
+
+
+class _Pace:
+    """Spaces writes so that they average ``rate`` bytes per second (no credit for idle time)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._next = 0.0  # when the next write may start
+
+    async def take(self, n_bytes: int) -> None:
+        """Wait for this write's turn, then book ``n_bytes`` of the rate."""
+        now = time.monotonic()
+        start = max(self._next, now)
+        self._next = start + n_bytes / self.rate
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+@dataclass(frozen=True)
+class _Link:
+    """The link the mirror simulates: latency per request, rates per connection and in total."""
+
+    latency: float = 0.0  # seconds
+    rate_per_connection: float | None = None  # bytes per second
+    rate_total: float | None = None
+
+
 class _Mirror:
-    """What the handlers share: the folder, access tokens, latency, counters and the hasher."""
+    """What the handlers share: the folder, access tokens, the link, counters, the request log
+    and the hasher."""
 
     def __init__(
-        self, root: Path, *, latency: float, tokens: frozenset[str], stats: Counter[str]
+        self,
+        root: Path,
+        *,
+        link: _Link,
+        tokens: frozenset[str],
+        stats: Counter[str],
+        log: list[MirrorRequest] | None,
     ) -> None:
         self.root = root
-        self.latency = latency
+        self.link = link
+        self.total_pace = _Pace(link.rate_total) if link.rate_total else None
         self.tokens = tokens
         self.stats = stats
+        self.log = log
         self.hasher = _Hasher(HASH_CACHE_DIR / "sha256.json")
+
+    def paces(self) -> list[_Pace]:
+        """What one response's file bytes wait for: its own rate, then the shared one."""
+        own = [_Pace(self.link.rate_per_connection)] if self.link.rate_per_connection else []
+        return own + ([self.total_pace] if self.total_pace else [])
 
     def repo(self, org: str, name: str) -> _Repo | None:
         """The repo ``org/name``, read now; None if there is none (or the name is not valid)."""
@@ -396,6 +452,7 @@ def _pick(info: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
 class _Handler(tornado.web.RequestHandler):
     kind = "other"  # key in the request counter
     SUPPORTED_METHODS = ("GET",)  # type: ignore[assignment]  # others get 405
+    sent = 0  # bytes of a file's body sent, for the request log
 
     @property
     def mirror(self) -> _Mirror:
@@ -403,8 +460,8 @@ class _Handler(tornado.web.RequestHandler):
 
     async def prepare(self) -> None:
         self.mirror.stats[self.kind] += 1
-        if self.mirror.latency > 0:
-            await asyncio.sleep(self.mirror.latency)
+        if self.mirror.link.latency > 0:
+            await asyncio.sleep(self.mirror.link.latency)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None))[1]
@@ -590,15 +647,20 @@ class _Resolve(_Handler):
         self.set_header("X-Repo-Commit", repo.commit)
         if self.request.method == "HEAD":
             return
+        paces = self.mirror.paces()
+        step = PACED_CHUNK if paces else CHUNK_SIZE
         with open(f.real, "rb") as fh:
             fh.seek(start)
-            while start < end and (chunk := fh.read(min(CHUNK_SIZE, end - start))):
+            while start < end and (chunk := fh.read(min(step, end - start))):
+                for pace in paces:
+                    await pace.take(len(chunk))
                 start += len(chunk)
                 self.write(chunk)
                 try:
                     await self.flush()
                 except StreamClosedError:  # the client went away
                     return
+                self.sent += len(chunk)
 
     head = get
 
@@ -635,6 +697,12 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 def _log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     request = handler.request
+    log = handler.settings["mirror"].log
+    if log is not None:
+        sent = getattr(handler, "sent", 0)
+        log.append(
+            MirrorRequest(request.method, request.uri, request.headers.get("Range"), status, sent)
+        )
     _log.log(
         logging.WARNING if status >= 500 else logging.DEBUG,
         "%d %s %s %.1fms",
@@ -649,32 +717,43 @@ def make_app(
     root: str | Path,
     *,
     latency_ms: float = 0.0,
+    rate_per_connection: float | None = None,
+    rate_total: float | None = None,
     tokens: Iterable[str] = (),
     stats: Counter[str] | None = None,
+    log: list[MirrorRequest] | None = None,
 ) -> tornado.web.Application:
     """The mirror of ``root`` as a Tornado application (not listening yet).
 
     Args:
         root: folder holding ``<org>/<repo>/<files>``.
         latency_ms: every request waits this long before it is answered (simulates a slow link).
+        rate_per_connection: file bytes per second of one response (``None``: unlimited).
+        rate_total: file bytes per second of all responses together (``None``: unlimited).
         tokens: bearer tokens that may download gated repos' files (a lone str is one token).
         stats: counts requests by kind: "list", "info", "tree", "resolve" and "other".
+        log: every answered request is appended to it as a :class:`MirrorRequest`.
 
     Raises:
-        InvalidArgumentError: ``root`` is not a folder, or ``latency_ms`` is negative.
+        InvalidArgumentError: ``root`` is not a folder, ``latency_ms`` is negative or a rate
+            is not positive.
     """
     folder = Path(root).expanduser()
     if not folder.is_dir():
         hint = "pass the folder that holds <org>/<repo>/ model folders"
         raise InvalidArgumentError(f"{folder} is not a directory", hint=hint)
-    if latency_ms < 0:
+    if not latency_ms >= 0:
         raise InvalidArgumentError(f"latency_ms must be >= 0, not {latency_ms}")
+    for name, rate in (("rate_per_connection", rate_per_connection), ("rate_total", rate_total)):
+        if rate is not None and not rate > 0:
+            raise InvalidArgumentError(f"{name} must be more than 0 bytes/s, not {rate}")
     token_set = frozenset([tokens] if isinstance(tokens, str) else tokens) - {""}
     mirror = _Mirror(
         folder.resolve(),
-        latency=latency_ms / 1000,
+        link=_Link(latency_ms / 1000, rate_per_connection, rate_total),
         tokens=token_set,
         stats=Counter() if stats is None else stats,
+        log=log,
     )
     repo = r"/([^/]+)/([^/]+)"
     routes: list[tuple[str, type[tornado.web.RequestHandler]]] = [
@@ -696,7 +775,8 @@ class MirrorServer:
     """A mirror served from a daemon thread: ``with MirrorServer(root) as hub: ... hub.url ...``.
 
     Binds loopback by default; ``port=0`` picks a free port. ``requests`` counts requests by kind
-    ("list", "info", "tree", "resolve", "other"). A stopped server cannot be started again.
+    ("list", "info", "tree", "resolve", "other"); ``log`` lists them (:class:`MirrorRequest`).
+    The link options are :func:`make_app`'s. A stopped server cannot be started again.
     """
 
     def __init__(
@@ -706,10 +786,21 @@ class MirrorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         latency_ms: float = 0.0,
+        rate_per_connection: float | None = None,
+        rate_total: float | None = None,
         tokens: Iterable[str] = (),
     ) -> None:
         self.requests: Counter[str] = Counter()
-        self.app = make_app(root, latency_ms=latency_ms, tokens=tokens, stats=self.requests)
+        self.log: list[MirrorRequest] = []
+        self.app = make_app(
+            root,
+            latency_ms=latency_ms,
+            rate_per_connection=rate_per_connection,
+            rate_total=rate_total,
+            tokens=tokens,
+            stats=self.requests,
+            log=self.log,
+        )
         self.host = host
         self.port = port
         self.url = ""
@@ -769,16 +860,29 @@ class MirrorServer:
 
 
 def serve(
-    root: str | Path, *, host: str = "127.0.0.1", port: int = 8080, latency_ms: float = 0.0
+    root: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    latency_ms: float = 0.0,
+    rate_per_connection: float | None = None,
+    rate_total: float | None = None,
 ) -> None:
     """Serve ``root`` as a Hub mirror until Ctrl+C (blocking); prints the HF_ENDPOINT to use.
 
     Files are hashed in the background from the start, so first downloads do not wait for it.
+    The link options are :func:`make_app`'s.
 
     Raises:
-        InvalidArgumentError: ``root`` is not a folder, or ``host:port`` cannot be listened on.
+        InvalidArgumentError: ``root`` is not a folder, a link option is out of range, or
+            ``host:port`` cannot be listened on.
     """
-    app = make_app(root, latency_ms=latency_ms)
+    app = make_app(
+        root,
+        latency_ms=latency_ms,
+        rate_per_connection=rate_per_connection,
+        rate_total=rate_total,
+    )
     mirror: _Mirror = app.settings["mirror"]
     if not 0 <= port <= 65535:
         raise InvalidArgumentError(f"port must be between 0 and 65535, not {port}")

@@ -80,6 +80,8 @@ def progress_line(event: DownloadProgress) -> str:
     )
     if event.status == "downloading":
         line += f" · ETA {format_duration(event.eta)}"
+        if event.connections > 1:
+            line += f" · {event.connections} connections"
     if event.n_files > 1:
         line += f" · file {event.file_index}/{event.n_files}"
     return line

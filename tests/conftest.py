@@ -135,6 +135,7 @@ def hub(mirror: MirrorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.setenv("OFFGRID_CACHE_DIR", str(tmp_path / "cache"))
     clear_cache()
     mirror.requests.clear()
+    mirror.log.clear()
     return mirror
 
 

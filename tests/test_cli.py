@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -177,6 +178,21 @@ def test_download_errors_are_one_line(hub, capsys):
     code, _, err = run(capsys, "download-hf", "meta-llama/Llama-3.2-1B-Instruct-GGUF", "-y")
     assert code == 1
     assert "HF_TOKEN" in err
+    asked = sum(hub.requests.values())
+    code, _, err = run(capsys, "download-hf", TINY_REPO, "-y", "--connections", "65")
+    assert code == 1
+    assert err.startswith("error: connections must be between 1 and 64, not 65")
+    assert sum(hub.requests.values()) == asked
+
+
+def test_the_progress_line_shows_the_connections():
+    from offgrid_nb.download import DownloadProgress
+    from offgrid_nb.render import progress_line
+
+    event = DownloadProgress("o/r", "m.gguf", 2 * 10**9, 4 * 10**9, 80e6, 25.0, "downloading", 1, 1)
+    assert progress_line(event) == "Progress: 50.0% (2.0 / 4.0 GB) · 80.0 MB/s · ETA 25s"
+    event = replace(event, connections=8)
+    assert progress_line(event).endswith(" · ETA 25s · 8 connections")
 
 
 def _offgrid(*argv: str, stdin: str = "", env: dict | None = None) -> subprocess.CompletedProcess:

@@ -1,9 +1,10 @@
 """offgrid_nb.download: choice of file, resume, verification, locking, faults.
 
-Happy paths and Hub behaviour (gated repos, 416, tampered checksums) go through our mirror and
-the real ``huggingface_hub`` client. Faults the mirror does not simulate (a dropped connection,
-an ignored Range, 5xx, a slow link, a malicious listing) come from ``FaultyHub`` below, a small
-Hub-shaped server whose misbehaviour each test switches on.
+Happy paths and Hub behaviour (gated repos, split models, tampered checksums, a SIGKILL on a
+rate-limited link) go through our mirror and the real ``huggingface_hub`` client. Faults the
+mirror does not simulate (a dropped or stalled connection, an ignored Range, 5xx, a tampered
+byte, a malicious listing) come from ``FaultyHub`` below, a small Hub-shaped server whose
+misbehaviour each test switches on. Tests of parts make parts small (``small_parts``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pytest
 
 import offgrid_nb
 from offgrid_nb import clear_cache
+from offgrid_nb.config import settings_override
 from offgrid_nb.errors import (
     AlreadyDownloadingError,
     AmbiguousError,
@@ -60,9 +62,37 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.name.endswith((".part", ".part.json")))
 
 
+def on_disk(final: Path) -> list[tuple[int, int]]:
+    """The byte ranges of ``final``'s partial that its sidecar says are on disk."""
+    sidecar = final.with_name(final.name + ".part.json")
+    return [tuple(span) for span in json.loads(sidecar.read_text())["have"]]
+
+
+def gaps(have: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """What ``have`` misses of ``size`` bytes."""
+    edges = [0, *(x for span in have for x in span), size]
+    return [(a, b) for a, b in zip(edges[::2], edges[1::2], strict=True) if a < b]
+
+
+def asked(ranges: list[str | None], size: int) -> list[tuple[int, int]]:
+    """The byte spans ``Range`` headers asked for (``None``: the whole file)."""
+    spans = []
+    for header in ranges:
+        first, last = re.fullmatch(r"bytes=(\d+)-(\d*)", header or "bytes=0-").groups()
+        spans.append((int(first), int(last) + 1 if last else size))
+    return spans
+
+
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dl, "RETRY_DELAY", 0.01)
+
+
+@pytest.fixture
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Parts of at least 256 KiB (not 16 MiB), so a 1 MiB file is 4 parts."""
+    monkeypatch.setattr(dl, "MIN_PART", 256 * 1024)
+    return 256 * 1024
 
 
 # --- a Hub that misbehaves on request --------------------------------------------------------
@@ -78,8 +108,12 @@ class Request:
 
 @dataclass
 class Faults:
-    drop_at: int | None = None  # close the connection once this file offset is reached...
+    drop_at: int | None = None  # close a connection sending this file offset when it gets there
     drops: int = 0  # ...this many times
+    stall_at: int | None = None  # stop sending for `stall_for` seconds at this offset...
+    stalls: int = 0  # ...this many times
+    stall_for: float = 3.0
+    corrupt_at: int | None = None  # send this byte of the file flipped
     ignore_range: bool = False  # answer 200 with the whole file even when asked for a range
     fail_first: int = 0  # answer 503 to this many file requests
     rate: float | None = None  # bytes per second
@@ -131,33 +165,46 @@ class _Handler(BaseHTTPRequestHandler):
             self._headers(503, 0)
             return
         data = hub.files[name]
-        start = 0
+        if faults.corrupt_at is not None:
+            data = bytearray(data)
+            data[faults.corrupt_at] ^= 0xFF
+        start, end = 0, len(data)
         if request.range and not faults.ignore_range:
-            start = int(re.fullmatch(r"bytes=(\d+)-", request.range).group(1))
+            first, last = re.fullmatch(r"bytes=(\d+)-(\d*)", request.range).groups()
+            start, end = int(first), min(int(last) + 1 if last else end, end)
             if start >= len(data):
                 request.status = 416
                 self._headers(416, 0, {"Content-Range": f"bytes */{len(data)}"})
                 return
             request.status = 206
-        extra = {"ETag": f'"{faults.etag or sha256(data)}"', "X-Repo-Commit": "c" * 40}
+        extra = {"ETag": f'"{faults.etag or sha256(hub.files[name])}"', "X-Repo-Commit": "c" * 40}
         if request.status == 206:
-            extra["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        self._headers(request.status, len(data) - start, extra)
-        self._send(data, start, request)
+            extra["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+        self._headers(request.status, end - start, extra)
+        self._send(bytes(data), start, end, request)
 
-    def _send(self, data: bytes, start: int, request: Request) -> None:
+    def _send(self, data: bytes, start: int, end: int, request: Request) -> None:
         faults = self.server.hub.faults
-        end = len(data)
-        if faults.drops and faults.drop_at is not None:
-            faults.drops -= 1
-            end = max(start, faults.drop_at)  # past the drop point: drop before the first byte
-            self.close_connection = True
+        stall = None
+        with self.server.lock:  # one request takes each fault
+            if faults.drops and faults.drop_at is not None and start <= faults.drop_at < end:
+                faults.drops -= 1
+                end = faults.drop_at  # at the drop point itself: drop before the first byte
+                self.close_connection = True
+            if faults.stalls and faults.stall_at is not None and start <= faults.stall_at < end:
+                faults.stalls -= 1
+                stall = faults.stall_at
         step = 32 * 1024
         try:
             for offset in range(start, end, step):
-                piece = data[offset : min(offset + step, end)]
+                piece = data[offset : min(offset + step, end, stall if stall else end)]
                 self.wfile.write(piece)
                 request.sent += len(piece)
+                if offset + len(piece) == stall:
+                    self.wfile.flush()
+                    time.sleep(faults.stall_for)  # the client gives up meanwhile
+                    self.close_connection = True
+                    return
                 if faults.rate:
                     time.sleep(len(piece) / faults.rate)
         except OSError:  # the client went away
@@ -174,6 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     hub: FaultyHub
+    lock = threading.Lock()
 
 
 @pytest.fixture
@@ -296,23 +344,33 @@ def test_several_files_of_one_quant_are_ambiguous_with_the_recommended_first(fau
 # --- resuming ----------------------------------------------------------------------------------
 
 
+def wait_for_bytes(child: subprocess.Popen, final: Path, n_bytes: int) -> None:
+    """Until the sidecar of ``final`` records ``n_bytes`` on disk (the child must still run)."""
+    deadline = time.monotonic() + 20
+    while True:
+        assert child.poll() is None, "the child ended before it could be killed"
+        assert time.monotonic() < deadline, "the child never got going"
+        try:
+            if sum(b - a for a, b in on_disk(final)) >= n_bytes:
+                return
+        except (OSError, ValueError, KeyError):  # not written yet
+            pass
+        time.sleep(0.01)
+
+
 def test_resumes_after_the_process_is_killed(faulty, tmp_path):
     faulty.faults.rate = 1_000_000  # about 1 s for the file: time to kill it half-way
     package = Path(offgrid_nb.__file__).parent.parent
     env = {**os.environ, "PYTHONPATH": str(package)}
     code = f"from offgrid_nb.download import download; download({REPO!r}, {FILE!r})"
     child = subprocess.Popen([sys.executable, "-c", code], env=env)
-    part = target(tmp_path).with_name(FILE + ".part")
-    deadline = time.monotonic() + 20
-    while not (part.is_file() and part.stat().st_size >= 256 * 1024):
-        assert child.poll() is None, "the child ended before it could be killed"
-        assert time.monotonic() < deadline, "the child never got going"
-        time.sleep(0.01)
+    wait_for_bytes(child, target(tmp_path), 256 * 1024)
     with pytest.raises(AlreadyDownloadingError, match="being downloaded by another process"):
         dl.download(REPO, FILE, lock_timeout=0)  # the child holds the lock
     child.send_signal(signal.SIGKILL)
     child.wait()
-    kept = part.stat().st_size
+    [(start, kept)] = on_disk(target(tmp_path))
+    assert start == 0
     assert 0 < kept < len(faulty.files[FILE])
     faulty.faults.rate = None
     served_before = len(faulty.file_requests())
@@ -344,7 +402,7 @@ def test_a_connection_that_keeps_dropping_gives_a_resumable_error(faulty, tmp_pa
         dl.download(REPO, FILE)
     assert "run the same command again to resume from 300.0 KB" in excinfo.value.hint
     assert not target(tmp_path).exists()
-    assert target(tmp_path).with_name(FILE + ".part").stat().st_size == 300_000
+    assert on_disk(target(tmp_path)) == [(0, 300_000)]
 
     faulty.faults.drops = 0
     assert dl.download(REPO, FILE).read_bytes() == faulty.files[FILE]
@@ -358,8 +416,8 @@ def test_a_server_that_ignores_range_restarts_the_file_cleanly(faulty, tmp_path)
     path = dl.download(REPO, FILE)
 
     assert path.read_bytes() == faulty.files[FILE]
-    requests = faulty.file_requests()
-    assert [(r.range, r.status) for r in requests] == [(None, 200), ("bytes=300000-", 200)]
+    requests = [(r.range, r.status) for r in faulty.file_requests()]
+    assert requests == [(None, 200), ("bytes=300000-", 200), (None, 200)]
 
 
 def test_server_errors_are_retried_then_reported(faulty, tmp_path):
@@ -404,19 +462,22 @@ def test_a_new_version_on_the_hub_discards_the_old_partial(faulty, tmp_path):
     assert faulty.file_requests()[-1].range is None
 
 
-def test_a_complete_partial_answered_with_416_is_accepted(hub, hub_root, tmp_path):
+@pytest.mark.parametrize("have", [None, [[0, 1000], [1000, 2800]]], ids=["one-stream", "parts"])
+def test_a_complete_partial_is_verified_and_moved_without_a_request(hub, hub_root, tmp_path, have):
     repo, name = "TheBloke/Llama-2-7B-Chat-GGUF", "llama-2-7b-chat.Q2_K.gguf"
     data = (hub_root / repo / name).read_bytes()
     final = tmp_path / "models" / repo / name
     final.parent.mkdir(parents=True)
     final.with_name(name + ".part").write_bytes(data)  # killed between last byte and rename
     sidecar = {"sha256": sha256(data), "size": len(data), "etag": sha256(data), "commit": None}
+    if have is not None:  # without "have": the sidecar of a one-stream partial (older versions)
+        sidecar["have"] = have
     final.with_name(name + ".part.json").write_text(json.dumps(sidecar))
 
     path = dl.download(repo, name)
 
     assert path.read_bytes() == data
-    assert hub.requests["resolve"] == 1
+    assert hub.requests["resolve"] == 0
     assert leftovers(tmp_path / "models") == []
 
 
@@ -430,13 +491,219 @@ def test_cancel_keeps_the_partial_for_the_next_call(faulty, tmp_path):
 
     with pytest.raises(DownloadCancelledError, match="cancelled"):
         dl.download(REPO, FILE, progress=stop_after_some_bytes, cancel=cancel)
-    kept = target(tmp_path).with_name(FILE + ".part").stat().st_size
+    [(start, kept)] = on_disk(target(tmp_path))
+    assert start == 0
     assert kept > 100_000
     assert not target(tmp_path).exists()
 
     faulty.faults.rate = None
     assert dl.download(REPO, FILE).read_bytes() == faulty.files[FILE]
     assert faulty.file_requests()[-1].range == f"bytes={kept}-"
+
+
+# --- parts -------------------------------------------------------------------------------------
+
+
+def part_requests(hub: FaultyHub) -> list[tuple[str | None, int]]:
+    return sorted(((r.range, r.status) for r in hub.file_requests()), key=str)
+
+
+def test_a_file_is_fetched_in_parts_over_several_connections(faulty, tmp_path, small_parts):
+    faulty.faults.rate = 1_000_000  # per connection: about 0.3 s, a few progress events
+    events: list[dl.DownloadProgress] = []
+
+    path = dl.download(REPO, FILE, connections=4, progress=events.append)
+
+    assert path.read_bytes() == faulty.files[FILE]
+    quarter = 256 * 1024
+    last = "bytes=786432-"  # the last part asks for the rest of the file
+    assert part_requests(faulty) == [
+        *((f"bytes={i * quarter}-{(i + 1) * quarter - 1}", 206) for i in range(3)),
+        (last, 206),
+    ]
+    assert [e.connections for e in events if e.status == "downloading"][-1] == 4
+    assert leftovers(tmp_path / "models") == []
+
+
+def test_the_connections_setting_is_the_default(faulty, monkeypatch, small_parts):
+    monkeypatch.setenv("OFFGRID_DOWNLOAD_CONNECTIONS", "2")
+    events: list[dl.DownloadProgress] = []
+
+    dl.download(REPO, FILE, progress=events.append)
+
+    assert events[-1].connections == 2
+    assert len(faulty.file_requests()) == 4  # 4 parts over 2 connections
+
+
+@pytest.mark.parametrize("connections", [0, 65, True, 2.5])
+def test_a_bad_connection_count_fails_before_any_request(faulty, connections):
+    with pytest.raises(InvalidArgumentError, match="connections must be"):
+        dl.download(REPO, FILE, connections=connections)
+    assert faulty.requests == []
+
+
+def test_an_empty_file_needs_no_request(faulty, tmp_path):
+    faulty.files = {FILE: b""}
+
+    assert dl.download(REPO, FILE).read_bytes() == b""
+    assert faulty.file_requests() == []
+    assert leftovers(tmp_path / "models") == []
+
+
+def test_a_file_smaller_than_a_part_is_one_request(faulty, tmp_path):
+    path = dl.download(REPO, FILE, connections=8)  # 1 MiB, parts are at least 16 MiB
+
+    assert path.read_bytes() == faulty.files[FILE]
+    assert part_requests(faulty) == [(None, 200)]
+
+
+def test_one_range_dropped_mid_way_is_asked_again_from_where_it_stopped(
+    faulty, tmp_path, small_parts
+):
+    faulty.faults.drop_at, faulty.faults.drops = 300_000, 1  # inside the second part
+
+    path = dl.download(REPO, FILE, connections=4)
+
+    assert path.read_bytes() == faulty.files[FILE]
+    ranges = [r.range for r in faulty.file_requests()]
+    assert len(ranges) == 5
+    assert "bytes=300000-524287" in ranges  # the rest of the dropped part, and only that
+    assert sum(r.sent for r in faulty.file_requests()) == len(faulty.files[FILE])
+
+
+def test_a_stalled_range_is_dropped_and_asked_again(faulty, tmp_path, small_parts):
+    faulty.faults.stall_at, faulty.faults.stalls = 600_000, 1  # inside the third part
+
+    with settings_override(hub_timeout=0.5):  # no byte for 0.5 s: stalled
+        path = dl.download(REPO, FILE, connections=4)
+
+    assert path.read_bytes() == faulty.files[FILE]
+    ranges = [r.range for r in faulty.file_requests()]
+    assert len(ranges) == 5
+    assert "bytes=600000-786431" in ranges
+    assert sum(r.sent for r in faulty.file_requests()) == len(faulty.files[FILE])
+
+
+def test_a_server_that_ignores_range_falls_back_to_one_connection(faulty, tmp_path, small_parts):
+    faulty.faults.ignore_range = True
+
+    path = dl.download(REPO, FILE, connections=4)
+
+    assert path.read_bytes() == faulty.files[FILE]
+    requests = [(r.range, r.status) for r in faulty.file_requests()]
+    assert requests[-1] == (None, 200)  # the whole file over one connection
+    assert 1 <= len(requests[:-1]) <= 4
+    assert all(header is not None and status == 200 for header, status in requests[:-1])
+    assert leftovers(tmp_path / "models") == []
+
+
+def test_a_tampered_byte_in_one_part_fails_verification(faulty, tmp_path, small_parts):
+    faulty.faults.corrupt_at = 700_000
+
+    with pytest.raises(ChecksumMismatchError, match="failed verification"):
+        dl.download(REPO, FILE, connections=4)
+    assert len(faulty.file_requests()) == 4
+    assert not target(tmp_path).exists()
+    assert leftovers(tmp_path / "models") == []
+
+
+def test_cancel_mid_way_then_resume_fetches_only_the_missing_ranges(faulty, tmp_path, small_parts):
+    faulty.faults.rate = 500_000  # per connection
+    cancel = threading.Event()
+
+    def stop_after_some_bytes(event: dl.DownloadProgress) -> None:
+        if event.bytes_done > 300_000:
+            cancel.set()
+
+    with pytest.raises(DownloadCancelledError):
+        dl.download(REPO, FILE, connections=4, progress=stop_after_some_bytes, cancel=cancel)
+    have = on_disk(target(tmp_path))
+    assert len(have) == 4  # every part got going
+    size = len(faulty.files[FILE])
+    missing = gaps(have, size)
+    served_before = len(faulty.file_requests())
+    faulty.faults.rate = None
+
+    path = dl.download(REPO, FILE, connections=4)
+
+    assert path.read_bytes() == faulty.files[FILE]
+    resumed = faulty.file_requests()[served_before:]
+    spans = asked([r.range for r in resumed], size)
+    assert dl._merged(spans) == missing
+    assert (
+        sum(b - a for a, b in spans)
+        == sum(r.sent for r in resumed)
+        == size - sum(b - a for a, b in have)
+    )
+
+
+def test_parts_resume_after_sigkill_asking_only_for_missing_ranges(tmp_path, monkeypatch):
+    repo_id, size = "slow/link-GGUF", 4 << 20
+    data = os.urandom(size)
+    (tmp_path / "hub" / repo_id).mkdir(parents=True)
+    (tmp_path / "hub" / repo_id / FILE).write_bytes(data)
+    final = tmp_path / "models" / repo_id / FILE
+    with MirrorServer(tmp_path / "hub", rate_per_connection=1_500_000) as mirror:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(Path(offgrid_nb.__file__).parent.parent),
+            "HF_ENDPOINT": mirror.url,
+            "HF_HUB_DISABLE_XET": "1",
+            "OFFGRID_MODELS_DIR": str(tmp_path / "models"),
+        }
+        code = (
+            "import importlib; d = importlib.import_module('offgrid_nb.download'); "
+            "d.MIN_PART = 1 << 20; "
+            f"d.download({repo_id!r}, {FILE!r}, connections=4)"
+        )
+        child = subprocess.Popen([sys.executable, "-c", code], env=env)
+        wait_for_bytes(child, final, size // 3)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        have = on_disk(final)
+        assert len(have) == 4  # four parts, each part-way
+        missing = gaps(have, size)
+        deadline = time.monotonic() + 10
+        while sum("/resolve/" in r.path for r in mirror.log) < 4:  # logged once they end
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        served_before = len(mirror.log)
+        monkeypatch.setenv("HF_ENDPOINT", mirror.url)
+        monkeypatch.setenv("OFFGRID_MODELS_DIR", str(tmp_path / "models"))
+        monkeypatch.setattr(dl, "MIN_PART", 1 << 20)
+        clear_cache()
+
+        path = dl.download(repo_id, FILE, connections=4)
+
+    assert path.read_bytes() == data
+    resumed = [r for r in mirror.log[served_before:] if "/resolve/" in r.path]
+    assert {r.status for r in resumed} == {206}
+    spans = asked([r.range for r in resumed], size)
+    assert dl._merged(spans) == missing  # each gap, maybe cut in parts...
+    assert sum(b - a for a, b in spans) == sum(b - a for a, b in missing)  # ...asked for once
+    assert sum(r.sent for r in resumed) == sum(b - a for a, b in missing)
+    assert leftovers(tmp_path / "models") == []
+
+
+def test_a_split_model_is_fetched_in_parts_shard_by_shard(hub, hub_root, monkeypatch):
+    monkeypatch.setattr(dl, "MIN_PART", 1000)
+    events: list[dl.DownloadProgress] = []
+
+    path = dl.download(
+        "bartowski/Qwen2.5-7B-Instruct-GGUF", quant="Q8_0", connections=4, progress=events.append
+    )
+
+    folder = hub_root / "bartowski/Qwen2.5-7B-Instruct-GGUF/Qwen2.5-7B-Instruct-Q8_0"
+    for shard in sorted(folder.iterdir()):
+        data = shard.read_bytes()
+        assert (path.parent / shard.name).read_bytes() == data
+        ranges = [r.range for r in hub.log if r.path.endswith(shard.name)]
+        assert len(ranges) == 4
+        assert dl._merged(asked(ranges, len(data))) == [(0, len(data))]
+    done = [e.bytes_done for e in events]
+    assert done == sorted(done)  # one stream of progress over both shards
+    assert events[-1].bytes_done == events[-1].total == 7500
+    assert {e.file_index for e in events if e.status == "downloading"} == {1, 2}
 
 
 # --- verification and safety -------------------------------------------------------------------

@@ -393,6 +393,20 @@ def test_requests_are_counted_by_kind(api, server):
     assert server.requests == Counter(list=1, info=1, tree=1, resolve=2, other=1)
 
 
+def test_the_request_log_keeps_ranges_statuses_and_bytes_sent(root):
+    with MirrorServer(root, rate_per_connection=10**9, rate_total=10**9) as hub:  # paced writes
+        url = _resolve_url(hub, "acme/tiny-GGUF", "tiny.Q8_0.gguf")
+        assert httpx2.get(url, headers={"Range": "bytes=100-1099"}).status_code == 206
+        assert len(httpx2.get(url).content) == 5000
+        assert httpx2.get(_resolve_url(hub, "acme/tiny-GGUF", "nope.gguf")).status_code == 404
+    assert [(r.method, r.range, r.status, r.sent) for r in hub.log] == [
+        ("GET", "bytes=100-1099", 206, 1000),
+        ("GET", None, 200, 5000),
+        ("GET", None, 404, 0),
+    ]
+    assert hub.log[0].path == "/acme/tiny-GGUF/resolve/main/tiny.Q8_0.gguf"
+
+
 def test_read_only(server):
     url = _resolve_url(server, "acme/tiny-GGUF", "README.md")
     for method in ("POST", "PUT", "DELETE", "PATCH"):
@@ -424,6 +438,10 @@ def test_bad_arguments_are_refused(root, tmp_path):
         MirrorServer(root / "acme/tiny-GGUF/README.md")
     with pytest.raises(InvalidArgumentError, match="latency_ms"):
         make_app(root, latency_ms=-1)
+    with pytest.raises(InvalidArgumentError, match="rate_total must be more than 0"):
+        make_app(root, rate_total=0)
+    with pytest.raises(InvalidArgumentError, match="rate_per_connection must be more than 0"):
+        make_app(root, rate_per_connection=-5)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -321,10 +321,11 @@ async def test_jupyter_answers_while_a_benchmark_runs(fetch, jp_fetch, library):
 
 async def test_download_job_progress_and_the_model_appears(fetch, hub, api):
     status, job = await fetch(
-        "POST", "models/download", {"repository": REPO, "quantization": "F32"}
+        "POST", "models/download", {"repository": REPO, "quantization": "F32", "connections": 2}
     )
     assert status == 202, job
     assert job["file_name"] == FILE
+    assert api.jobs.get(job["id"]).connections == 2
     done = await poll_job(fetch, job["id"])
     assert done["status"] == "done", done
     assert done["bytes"] == done["total"] > 0
@@ -362,7 +363,9 @@ async def test_cancel_keeps_the_partial_and_one_download_at_a_time(
         assert cancelled["status"] == "cancelled"
         assert cancelled["error"]["code"] == "DownloadCancelledError"
         partial = tmp_path / "models" / REPO / f"{FILE}.part"
-        assert 0 < partial.stat().st_size < cancelled["total"]
+        assert partial.is_file()  # kept with its sidecar, for the next call to resume
+        assert partial.with_name(f"{FILE}.part.json").is_file()
+        assert cancelled["bytes"] < cancelled["total"]
 
         status, again = await fetch("POST", "models/download", {"repository": REPO})
         assert status == 202
@@ -411,6 +414,10 @@ BAD_REQUESTS = [  # (method, path, body or raw text or query, status, words in t
     ("POST", "models/download", {"repository": REPO, "file_name": FILE, "quantization": "F32"},
      400, "not both"),
     ("POST", "models/download", {"repository": "nobody/nothing"}, 404, "not found"),
+    ("POST", "models/download", {"repository": REPO, "connections": 0},
+     400, "connections must be between 1 and 64"),
+    ("POST", "models/download", {"repository": REPO, "connections": "8"},
+     400, "Invalid connections"),
     ("GET", "models/download/123", None, 404, "No download job"),
     ("DELETE", "models/download/123", None, 404, "No download job"),
 ]  # fmt: skip

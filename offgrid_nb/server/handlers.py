@@ -135,9 +135,11 @@ class DownloadHandler(OffgridHandler):
     @authorized
     async def post(self) -> None:
         """Pick the file now (errors answer at once), then download it in a job."""
-        repository, file_name, quantization = params.download_request(self.body())
+        repository, file_name, quantization, connections = params.download_request(self.body())
         variant = await in_thread(select_variant, repository, file_name, quant=quantization)
-        job = self.api.jobs.start(repository, variant.filename, self.api.models_dir)
+        job = self.api.jobs.start(
+            repository, variant.filename, self.api.models_dir, connections=connections
+        )
         self.set_header("Location", url_path_join(self.request.path, job.id))
         self.reply(responses.download_job(job), status=202)
 

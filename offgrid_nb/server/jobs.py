@@ -27,6 +27,7 @@ class DownloadJob:
     repository: str
     file_name: str
     models_dir: Path | None = None
+    connections: int | None = None  # None: the download_connections setting
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     cancel: threading.Event = field(default_factory=threading.Event)
     progress: DownloadProgress | None = None
@@ -62,6 +63,7 @@ class DownloadJob:
                 models_dir=self.models_dir,
                 progress=self._update,
                 cancel=self.cancel,
+                connections=self.connections,
             )
             self.model = find_model(str(path), self.models_dir).name
             self.outcome = "done"
@@ -90,9 +92,16 @@ class DownloadJobs:
         """The job with this id, if known."""
         return self.jobs.get(job_id)
 
-    def start(self, repository: str, file_name: str, models_dir: Path | None) -> DownloadJob:
-        """A new job downloading ``file_name`` of ``repository``, or the one already doing it
-        (unless that one is being cancelled).
+    def start(
+        self,
+        repository: str,
+        file_name: str,
+        models_dir: Path | None,
+        *,
+        connections: int | None = None,
+    ) -> DownloadJob:
+        """A new job downloading ``file_name`` of ``repository`` over ``connections``, or the
+        one already doing it (unless that one is being cancelled).
 
         Raises:
             ServerBusyError: ``max_running`` downloads are running already.
@@ -108,7 +117,7 @@ class DownloadJobs:
                 hint="wait for one to finish, or cancel one (DELETE /v1/models/download/ID)",
             )
         self._forget_old()
-        job = DownloadJob(repository, file_name, models_dir)
+        job = DownloadJob(repository, file_name, models_dir, connections)
         self.jobs[job.id] = job
         threading.Thread(target=job.run, name=f"offgrid-download-{job.id}", daemon=True).start()
         return job

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..chat import check_messages, check_options, check_stop
 from ..chat_template import check_override
+from ..download import check_connections
 from ..errors import InvalidArgumentError, UnsafePathError
 from ..library import is_safe_relative_path
 
@@ -307,15 +308,19 @@ def benchmark_request(body: Body) -> dict[str, Any]:
     }
 
 
-def download_request(body: Body) -> tuple[str, str | None, str | None]:
-    """``(repository, file_name, quantization)`` of ``POST /v1/models/download``.
+def download_request(body: Body) -> tuple[str, str | None, str | None, int | None]:
+    """``(repository, file_name, quantization, connections)`` of ``POST /v1/models/download``.
 
     Raises:
-        InvalidArgumentError: missing repository, wrong types, or both file_name and quantization.
+        InvalidArgumentError: missing repository, wrong types, both file_name and quantization,
+            or connections out of range.
     """
     repository = checked(body, "repository", "str", required=True)
     file_name = checked(body, "file_name", "str")
     quantization = checked(body, "quantization", "str")
     if file_name is not None and quantization is not None:
         raise InvalidArgumentError("Give either file_name or quantization, not both")
-    return repository, file_name, quantization
+    connections = checked(body, "connections", "int")
+    if connections is not None:
+        check_connections(connections)
+    return repository, file_name, quantization, connections

@@ -168,6 +168,7 @@ def download_job(job: DownloadJob) -> JSON:
         "speed": progress.speed if progress else 0.0,
         "eta": progress.eta if progress else None,
         "fraction": progress.fraction if progress else None,
+        "connections": progress.connections if progress else None,
         "model": job.model,
         "error": error(failure.http_status, failure.message, exc=failure)["error"]
         if failure
