@@ -341,3 +341,18 @@ def test_app_has_four_tabs_and_downloads_reach_chat_and_benchmark(hub):
     assert app.download.wait(TIMEOUT)
     assert app.chat.model.value == str(app.download.path)
     assert [v for _, v in app.benchmark.models.options] == [str(app.download.path)]
+
+
+def test_the_chat_panel_says_which_template_and_when_the_model_is_a_base_model(library, tiny_model):
+    chat = ChatPanel(tiny_model, max_tokens=4)
+    chat.send("hi")
+    assert chat.wait(TIMEOUT)
+    assert html.unescape(chat.template.value) == "template: gguf"
+    base = ChatPanel(tiny_model, max_tokens=4, template="none")
+    base.send("hi")
+    assert base.wait(TIMEOUT)
+    note = html.unescape(base.template.value)
+    assert note.startswith("template: none (base model) · ")
+    assert note.endswith(
+        "has no chat template: treating it as a base model; your text is continued"
+    )
