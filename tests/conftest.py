@@ -201,9 +201,14 @@ def gguf_hub(
     hub: MirrorServer, gguf_mirror: MirrorServer, monkeypatch: pytest.MonkeyPatch
 ) -> MirrorServer:
     """Like ``hub`` (isolated folders, caches and tokens), pointed at ``gguf_mirror``."""
-    monkeypatch.setenv("HF_ENDPOINT", gguf_mirror.url)
-    gguf_mirror.requests.clear()
-    return gguf_mirror
+    return _point_at(gguf_mirror, monkeypatch)
+
+
+def _point_at(mirror: MirrorServer, monkeypatch: pytest.MonkeyPatch) -> MirrorServer:
+    """Send this test's Hub calls to ``mirror``, its request list emptied."""
+    monkeypatch.setenv("HF_ENDPOINT", mirror.url)
+    mirror.requests.clear()
+    return mirror
 
 
 @pytest.fixture(scope="session")
@@ -442,9 +447,7 @@ def real_hub(
     hub: MirrorServer, real_mirror: MirrorServer, monkeypatch: pytest.MonkeyPatch
 ) -> MirrorServer:
     """Like ``hub`` (isolated folders, caches and tokens), pointed at ``real_mirror``."""
-    monkeypatch.setenv("HF_ENDPOINT", real_mirror.url)
-    real_mirror.requests.clear()
-    return real_mirror
+    return _point_at(real_mirror, monkeypatch)
 
 
 @pytest.fixture
