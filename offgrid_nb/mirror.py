@@ -309,10 +309,17 @@ class _Mirror:
     """What the handlers share: the folder, access tokens, latency, counters and the hasher."""
 
     def __init__(
-        self, root: Path, *, latency: float, tokens: frozenset[str], stats: Counter[str]
+        self,
+        root: Path,
+        *,
+        latency: float,
+        tokens: frozenset[str],
+        stats: Counter[str],
+        bytes_per_second: float = 0.0,
     ) -> None:
         self.root = root
         self.latency = latency
+        self.bytes_per_second = bytes_per_second
         self.tokens = tokens
         self.stats = stats
         self.hasher = _Hasher(HASH_CACHE_DIR / "sha256.json")
@@ -590,15 +597,19 @@ class _Resolve(_Handler):
         self.set_header("X-Repo-Commit", repo.commit)
         if self.request.method == "HEAD":
             return
+        rate = self.mirror.bytes_per_second
+        step = max(4096, int(rate / 10)) if rate else CHUNK_SIZE  # throttled: 10 writes a second
         with open(f.real, "rb") as fh:
             fh.seek(start)
-            while start < end and (chunk := fh.read(min(CHUNK_SIZE, end - start))):
+            while start < end and (chunk := fh.read(min(step, end - start))):
                 start += len(chunk)
                 self.write(chunk)
                 try:
                     await self.flush()
                 except StreamClosedError:  # the client went away
                     return
+                if rate:
+                    await asyncio.sleep(len(chunk) / rate)
 
     head = get
 
@@ -651,6 +662,7 @@ def make_app(
     latency_ms: float = 0.0,
     tokens: Iterable[str] = (),
     stats: Counter[str] | None = None,
+    bytes_per_second: float = 0.0,
 ) -> tornado.web.Application:
     """The mirror of ``root`` as a Tornado application (not listening yet).
 
@@ -659,9 +671,11 @@ def make_app(
         latency_ms: every request waits this long before it is answered (simulates a slow link).
         tokens: bearer tokens that may download gated repos' files (a lone str is one token).
         stats: counts requests by kind: "list", "info", "tree", "resolve" and "other".
+        bytes_per_second: files are streamed at most this fast (0: as fast as possible).
 
     Raises:
-        InvalidArgumentError: ``root`` is not a folder, or ``latency_ms`` is negative.
+        InvalidArgumentError: ``root`` is not a folder, or ``latency_ms`` or
+            ``bytes_per_second`` is negative.
     """
     folder = Path(root).expanduser()
     if not folder.is_dir():
@@ -669,12 +683,15 @@ def make_app(
         raise InvalidArgumentError(f"{folder} is not a directory", hint=hint)
     if latency_ms < 0:
         raise InvalidArgumentError(f"latency_ms must be >= 0, not {latency_ms}")
+    if bytes_per_second < 0:
+        raise InvalidArgumentError(f"bytes_per_second must be >= 0, not {bytes_per_second}")
     token_set = frozenset([tokens] if isinstance(tokens, str) else tokens) - {""}
     mirror = _Mirror(
         folder.resolve(),
         latency=latency_ms / 1000,
         tokens=token_set,
         stats=Counter() if stats is None else stats,
+        bytes_per_second=bytes_per_second,
     )
     repo = r"/([^/]+)/([^/]+)"
     routes: list[tuple[str, type[tornado.web.RequestHandler]]] = [
@@ -707,9 +724,16 @@ class MirrorServer:
         port: int = 0,
         latency_ms: float = 0.0,
         tokens: Iterable[str] = (),
+        bytes_per_second: float = 0.0,
     ) -> None:
         self.requests: Counter[str] = Counter()
-        self.app = make_app(root, latency_ms=latency_ms, tokens=tokens, stats=self.requests)
+        self.app = make_app(
+            root,
+            latency_ms=latency_ms,
+            tokens=tokens,
+            stats=self.requests,
+            bytes_per_second=bytes_per_second,
+        )
         self.host = host
         self.port = port
         self.url = ""

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..errors import OffgridError
     from ..fit import MemoryEstimate
     from ..gguf_info import GGUFInfo
+    from ..library import LocalModel
     from .jobs import DownloadJob
 
 JSON = dict[str, Any]
@@ -106,8 +107,23 @@ def search_results(df: pd.DataFrame) -> JSON:
     return {"total": int(df.attrs.get("total", len(df))), "results": results}
 
 
-def model_list(df: pd.DataFrame, root: Path, loaded: LoadedModel | None) -> JSON:
-    """The local library in OpenAI's ``GET /v1/models`` shape, plus size and quantization."""
+def header_summary(info: GGUFInfo | None) -> JSON:
+    """What a local model's header says that a model list shows (``None``s if unreadable)."""
+    return {
+        "architecture": info.architecture if info else None,
+        "context_length": info.context_length if info else None,
+        "chat_template": bool(info and info.chat_template),
+    }
+
+
+def model_list(
+    df: pd.DataFrame,
+    root: Path,
+    loaded: LoadedModel | None,
+    headers: dict[str, GGUFInfo | None] | None = None,
+) -> JSON:
+    """The local library in OpenAI's ``GET /v1/models`` shape, plus size and quantization
+    (and :func:`header_summary` of each model when ``headers`` maps its path to its header)."""
     data = []
     ids = unique_names(list(df["name"]), list(df["path"]), root)
     for model_id, row in zip(ids, _records(df), strict=True):
@@ -125,9 +141,39 @@ def model_list(df: pd.DataFrame, root: Path, loaded: LoadedModel | None) -> JSON
                 "parameter_size": row["param_size"],
                 "repo_id": row["repo_id"],
                 "loaded": loaded is not None and loaded.path == path.resolve(),
+                **(header_summary(headers.get(row["path"])) if headers is not None else {}),
             }
         )
     return {"object": "list", "data": data}
+
+
+def model_details(model: LocalModel, root: Path, info: GGUFInfo, loaded: bool) -> JSON:
+    """``GET /v1/models/{name}``: one local model, its files and its header."""
+    manifest = model.manifest
+    return {
+        "id": model.name,
+        "object": "model",
+        "files": [path.relative_to(root).as_posix() for path in model.files],
+        "size": sum(path.stat().st_size for path in model.files),
+        "quantization": info.quant,
+        "repo_id": manifest.repo_id if manifest else None,
+        "sha256": manifest.sha256_of(model.path) if manifest else None,
+        "downloaded_at": manifest.downloaded_at if manifest else None,
+        "loaded": loaded,
+        **header_summary(info),
+        "parameter_count": info.parameter_count,
+        "header": info.to_dict(),
+    }
+
+
+def variant_list(repository: str, df: pd.DataFrame) -> JSON:
+    """``/v1/variants``: a :func:`offgrid_nb.fit.recommend` DataFrame of one repo."""
+    keys = ("filename", "quant", "size", "size_gb", "total_gb", "fits", "recommended", "error")
+    return {
+        "repository": repository,
+        "available_gb": df.attrs["available_bytes"] / 1e9,
+        "variants": [{key: row[key] for key in keys} for row in _records(df)],
+    }
 
 
 def download_job(job: DownloadJob) -> JSON:

@@ -4,7 +4,9 @@ they make, each meant to run in a worker thread (see :func:`offgrid_nb.server.th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,26 +14,37 @@ from .. import __version__
 from ..bench import benchmark, system_info
 from ..chat import Reply, complete
 from ..config import get_settings
-from ..engine import loaded_model
-from ..errors import UnsupportedModelError
-from ..fit import available_memory, estimate_memory, fit_verdict
-from ..gguf_info import inspect_gguf
+from ..engine import loaded_model, unload_model
+from ..errors import OffgridError, UnsupportedModelError
+from ..fit import available_memory, estimate_memory, fit_verdict, recommend
+from ..gguf_info import GGUFInfo, inspect_file, inspect_gguf
 from ..hub import search
-from ..library import find_model, list_models
+from ..library import find_model, list_models, remove_model, verify_model
 from . import responses
 from .config import OffgridAPI
 from .jobs import DownloadJobs
 from .params import ChatRequest
 from .threads import ModelGate
 
+KEEP_BENCHMARKS = 50  # benchmark runs kept in memory for GET /v1/benchmark
+
+
+def _header(path: Path) -> GGUFInfo | None:
+    """A local file's GGUF header, or ``None`` when it cannot be read."""
+    try:
+        return inspect_file(path)
+    except OffgridError:
+        return None
+
 
 @dataclass
 class ApiState:
-    """Settings, download jobs and the model gate of one server (Jupyter or standalone)."""
+    """Settings, download jobs, the model gate and the kept benchmark runs of one server."""
 
     config: OffgridAPI
     jobs: DownloadJobs
     gate: ModelGate
+    benchmarks: deque[responses.JSON] = field(default_factory=lambda: deque(maxlen=KEEP_BENCHMARKS))
 
     @classmethod
     def from_config(cls, config: OffgridAPI) -> ApiState:
@@ -68,10 +81,37 @@ class ApiState:
         verdict = fit_verdict(estimate.total_bytes, available)
         return responses.inspection(repository, file, info, estimate, verdict, None)
 
-    def library(self) -> responses.JSON:
-        """``/v1/models``: the local models."""
+    def variants(self, repository: str, n_ctx: int | None, ram_gb: float | None) -> responses.JSON:
+        """``/v1/variants``: every variant of a Hub repo with its memory estimate and fit."""
+        df = recommend(repository, ram_gb=ram_gb, n_ctx=n_ctx or 4096)
+        return responses.variant_list(repository, df)
+
+    def library(self, *, details: bool = False) -> responses.JSON:
+        """``/v1/models``: the local models (with ``details``, what their headers say)."""
         root = self.models_dir
-        return responses.model_list(list_models(root), root, loaded_model())
+        df = list_models(root)
+        headers = {path: _header(Path(path)) for path in df["path"]} if details else None
+        return responses.model_list(df, root, loaded_model(), headers)
+
+    def model_details(self, name: str) -> responses.JSON:
+        """``GET /v1/models/{name}``: one local model and what its header says."""
+        model = find_model(name, self.models_dir)
+        loaded = loaded_model()
+        is_loaded = loaded is not None and loaded.path == model.path.resolve()
+        return responses.model_details(model, self.models_dir, inspect_file(model.path), is_loaded)
+
+    def remove(self, name: str) -> responses.JSON:
+        """``DELETE /v1/models/{name}``: unload it if loaded, then delete its files."""
+        model = find_model(name, self.models_dir)
+        loaded = loaded_model()
+        if loaded is not None and loaded.path == model.path.resolve():
+            unload_model()
+        removed = remove_model(str(model.path), self.models_dir)
+        return {"id": name, "deleted": True, "files": [p.name for p in removed]}
+
+    def verify(self, name: str) -> responses.JSON:
+        """``POST /v1/models/{name}/verify``: re-hash against the recorded sha256."""
+        return {"id": name, "ok": verify_model(name, self.models_dir)}
 
     def start_reply(self, request: ChatRequest) -> Reply:
         """Load the model (if needed) and prepare the reply; iterating it generates."""
@@ -85,9 +125,18 @@ class ApiState:
         )
 
     def benchmark(self, model: str, **options: Any) -> responses.JSON:
-        """``/v1/benchmark``: the benchmark issue's JSON shape."""
+        """``POST /v1/benchmark``: the benchmark issue's JSON shape, kept, with the run's ``id``
+        and ``model_id`` (the name the client gave)."""
         threads = self.config.default_threads or None
-        return benchmark(self.model_path(model), n_threads=threads, **options).to_dict()
+        result = benchmark(self.model_path(model), n_threads=threads, **options).to_dict()
+        run = {"id": uuid.uuid4().hex, "model_id": model, **result}
+        self.benchmarks.append(run)  # deque.append is atomic: no lock for the IOLoop's reads
+        return run
+
+    def benchmark_runs(self, model: str | None) -> responses.JSON:
+        """``GET /v1/benchmark``: the kept runs, oldest first (of one model, if given)."""
+        runs = [run for run in self.benchmarks if model is None or run["model_id"] == model]
+        return {"object": "list", "data": runs}
 
     def health(self) -> responses.JSON:
         """Version, loaded model and system figures (the counters are added on the IOLoop)."""
