@@ -382,6 +382,16 @@ def test_latency_delays_every_request_without_blocking(root):
         assert time.perf_counter() - start < 0.8  # 1 s if requests waited in turn
 
 
+def test_a_throttled_mirror_streams_files_whole_at_its_rate(root):
+    path = root / "acme/tiny-GGUF/tiny.Q8_0.gguf"
+    rate = path.stat().st_size / 0.5  # the file in half a second
+    with MirrorServer(root, bytes_per_second=rate) as slow:
+        start = time.perf_counter()
+        response = httpx2.get(_resolve_url(slow, "acme/tiny-GGUF", "tiny.Q8_0.gguf"))
+        assert time.perf_counter() - start >= 0.45  # sleeps after each write: a lower bound
+    assert response.content == path.read_bytes()
+
+
 def test_requests_are_counted_by_kind(api, server):
     server.requests.clear()
     list(api.list_models())
@@ -424,6 +434,8 @@ def test_bad_arguments_are_refused(root, tmp_path):
         MirrorServer(root / "acme/tiny-GGUF/README.md")
     with pytest.raises(InvalidArgumentError, match="latency_ms"):
         make_app(root, latency_ms=-1)
+    with pytest.raises(InvalidArgumentError, match="bytes_per_second"):
+        make_app(root, bytes_per_second=-1)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

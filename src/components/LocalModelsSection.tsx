@@ -49,14 +49,14 @@ function ModelRow(props: { model: OffgridModel; actions: IModelActions; local: I
   };
   return (
     <li className="offgrid-LocalModel" data-testid="offgrid-local-model" data-model={local.id}>
-      <div className="offgrid-ResultName">
+      <div className="offgrid-ResultName" title={local.id}>
         {local.id}
-        {local.loaded && <span className="offgrid-Badge">loaded</span>}
       </div>
       <div className="offgrid-Hint">
         {formatBytes(local.size)} · {local.quantization ?? '?'}
         {local.parameter_size && ` · ${local.parameter_size}`} ·{' '}
         {local.chat_template ? 'chat template' : 'no chat template'}
+        {local.loaded && ' · loaded'}
         {verdict && ` · ${verdict}`}
       </div>
       <div className="offgrid-Actions">
