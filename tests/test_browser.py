@@ -258,7 +258,9 @@ def test_sidebar_search_download_reload_chat_benchmark(throttled_hub, jupyter_la
         theme.mkdir(parents=True, exist_ok=True)
         (theme / "themes.jupyterlab-settings").write_text(json.dumps(DARK))
         page.reload()
-        page.locator('body[data-jp-theme-light="false"]').wait_for(state="attached", timeout=WAIT_MS)
+        page.locator('body[data-jp-theme-light="false"]').wait_for(
+            state="attached", timeout=WAIT_MS
+        )
         sidebar = open_sidebar(page)
         local = by_id(sidebar, "offgrid-local-model")
         local.first.get_by_role("button", name="Benchmark").click()

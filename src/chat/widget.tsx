@@ -1,13 +1,13 @@
 /**
  * A chat tab: the conversation rendered as Markdown by JupyterLab's own renderer, streamed.
  */
-import { MainAreaWidget, ReactWidget, UseSignal } from '@jupyterlab/apputils';
+import { MainAreaWidget } from '@jupyterlab/apputils';
 import { IRenderMimeRegistry, MimeModel } from '@jupyterlab/rendermime';
 import { Button } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { ErrorNote } from '../components/ErrorNote';
-import { offgridIcon } from '../icon';
+import { modelTab } from '../tab';
 import { IChatMessage } from '../tokens';
 import { ChatModel } from './model';
 
@@ -104,15 +104,9 @@ export function createChatWidget(
   rendermime: IRenderMimeRegistry
 ): MainAreaWidget {
   const model = new ChatModel(modelName);
-  const content = ReactWidget.create(
-    <UseSignal signal={model.changed}>{() => <ChatView model={model} rendermime={rendermime} />}</UseSignal>
-  );
-  const widget = new MainAreaWidget({ content });
-  widget.id = `offgrid-chat-${modelName}`;
-  widget.title.label = `Chat: ${modelName}`;
-  widget.title.icon = offgridIcon;
-  widget.title.closable = true;
-  widget.title.dataset = { model: modelName }; // what the layout restorer reopens
+  const widget = modelTab('chat', 'Chat', modelName, model.changed, () => (
+    <ChatView model={model} rendermime={rendermime} />
+  ));
   widget.disposed.connect(() => model.stop());
   return widget;
 }

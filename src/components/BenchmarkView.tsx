@@ -1,12 +1,12 @@
 /**
  * A benchmark tab: options, the runs the server kept for the model, and a plain SVG bar chart.
  */
-import { MainAreaWidget, ReactWidget, UseSignal } from '@jupyterlab/apputils';
+import { MainAreaWidget } from '@jupyterlab/apputils';
 import { Button } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { offgridIcon } from '../icon';
 import { BenchmarkModel } from '../model';
+import { modelTab } from '../tab';
 import { IBenchmarkOptions, IBenchmarkRun } from '../tokens';
 import { ErrorNote } from './ErrorNote';
 
@@ -121,15 +121,9 @@ function BenchmarkView(props: { model: BenchmarkModel }): JSX.Element {
 /** A main-area tab benchmarking one local model; it shows the runs the server kept. */
 export function createBenchmarkWidget(modelName: string): MainAreaWidget {
   const model = new BenchmarkModel(modelName);
-  const content = ReactWidget.create(
-    <UseSignal signal={model.changed}>{() => <BenchmarkView model={model} />}</UseSignal>
-  );
-  const widget = new MainAreaWidget({ content });
-  widget.id = `offgrid-benchmark-${modelName}`;
-  widget.title.label = `Benchmark: ${modelName}`;
-  widget.title.icon = offgridIcon;
-  widget.title.closable = true;
-  widget.title.dataset = { model: modelName }; // what the layout restorer reopens
+  const widget = modelTab('benchmark', 'Benchmark', modelName, model.changed, () => (
+    <BenchmarkView model={model} />
+  ));
   void model.load();
   return widget;
 }
