@@ -15,6 +15,7 @@ import { createBenchmarkWidget } from './components/BenchmarkView';
 import { createSidebar } from './components/Sidebar';
 import { offgridIcon } from './icon';
 import { OffgridModel } from './model';
+import { tabId } from './tab';
 import { CommandIDs, SIDEBAR_ID } from './tokens';
 
 const CATEGORY = 'OffGrid';
@@ -50,16 +51,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // Open chat and benchmark tabs come back after a page reload.
     const chats = new WidgetTracker<MainAreaWidget>({ namespace: 'offgrid-chat' });
     const benchmarks = new WidgetTracker<MainAreaWidget>({ namespace: 'offgrid-benchmark' });
-    const open = (tracker: WidgetTracker<MainAreaWidget>, widget: MainAreaWidget) => {
-      const existing = tracker.find(tab => tab.id === widget.id);
-      if (existing) {
-        widget.dispose();
-        app.shell.activateById(existing.id);
-        return;
+    const open = (
+      tracker: WidgetTracker<MainAreaWidget>,
+      id: string,
+      create: () => MainAreaWidget
+    ) => {
+      if (!tracker.find(tab => tab.id === id)) {
+        const widget = create();
+        void tracker.add(widget);
+        app.shell.add(widget, 'main');
       }
-      void tracker.add(widget);
-      app.shell.add(widget, 'main');
-      app.shell.activateById(widget.id);
+      app.shell.activateById(id);
     };
     const actions = {
       openChat: (name: string) => void app.commands.execute(CommandIDs.openChat, { model: name }),
@@ -100,7 +102,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: async args => {
         const name = await pickModel(model, args.model);
         if (name) {
-          open(chats, createChatWidget(name, rendermime));
+          open(chats, tabId('chat', name), () => createChatWidget(name, rendermime));
         } else {
           app.shell.activateById(SIDEBAR_ID);
         }
@@ -111,7 +113,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: async args => {
         const name = await pickModel(model, args.model);
         if (name) {
-          open(benchmarks, createBenchmarkWidget(name));
+          open(benchmarks, tabId('benchmark', name), () => createBenchmarkWidget(name));
         }
       }
     });

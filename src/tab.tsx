@@ -4,6 +4,11 @@ import * as React from 'react';
 
 import { offgridIcon } from './icon';
 
+/** The id of the `kind` tab of a model (one tab per model and kind). */
+export function tabId(kind: string, modelName: string): string {
+  return `offgrid-${kind}-${modelName}`;
+}
+
 /**
  * A main-area tab about one local model, re-rendering `render` whenever `changed` fires.
  *
@@ -19,7 +24,7 @@ export function modelTab(
 ): MainAreaWidget {
   const content = ReactWidget.create(<UseSignal signal={changed}>{render}</UseSignal>);
   const widget = new MainAreaWidget({ content });
-  widget.id = `offgrid-${kind}-${modelName}`;
+  widget.id = tabId(kind, modelName);
   widget.title.label = `${label}: ${modelName}`;
   widget.title.icon = offgridIcon;
   widget.title.closable = true;
