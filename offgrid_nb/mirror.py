@@ -603,13 +603,13 @@ class _Resolve(_Handler):
             fh.seek(start)
             while start < end and (chunk := fh.read(min(step, end - start))):
                 start += len(chunk)
+                if rate:  # before the write: no byte arrives sooner than the rate allows
+                    await asyncio.sleep(len(chunk) / rate)
                 self.write(chunk)
                 try:
                     await self.flush()
                 except StreamClosedError:  # the client went away
                     return
-                if rate:
-                    await asyncio.sleep(len(chunk) / rate)
 
     head = get
 

@@ -167,10 +167,12 @@ def by_id(scope: sync_api.Page | sync_api.Locator, test_id: str) -> sync_api.Loc
 
 def open_sidebar(page: sync_api.Page) -> sync_api.Locator:
     """Show the sidebar (its tab in the left bar) and return it."""
+    page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=WAIT_MS)  # restored
+    tab = page.locator('.jp-SideBar li[data-id="offgrid-sidebar"]')
+    tab.wait_for(timeout=WAIT_MS)
+    if tab.get_attribute("aria-selected") != "true":  # a click on the open tab would close it
+        tab.click()
     sidebar = page.locator("#offgrid-sidebar")
-    page.locator('.jp-SideBar li[data-id="offgrid-sidebar"]').wait_for(timeout=WAIT_MS)
-    if not sidebar.is_visible():
-        page.locator('.jp-SideBar li[data-id="offgrid-sidebar"]').click()
     sidebar.wait_for(timeout=WAIT_MS)
     return sidebar
 
