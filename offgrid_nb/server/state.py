@@ -29,6 +29,12 @@ from .threads import ModelGate
 KEEP_BENCHMARKS = 50  # benchmark runs kept in memory for GET /v1/benchmark
 
 
+def _is_loaded(path: Path) -> bool:
+    """llama.cpp holds this model file now."""
+    loaded = loaded_model()
+    return loaded is not None and loaded.path == path.resolve()
+
+
 def _header(path: Path) -> GGUFInfo | None:
     """A local file's GGUF header, or ``None`` when it cannot be read."""
     try:
@@ -96,15 +102,13 @@ class ApiState:
     def model_details(self, name: str) -> responses.JSON:
         """``GET /v1/models/{name}``: one local model and what its header says."""
         model = find_model(name, self.models_dir)
-        loaded = loaded_model()
-        is_loaded = loaded is not None and loaded.path == model.path.resolve()
-        return responses.model_details(model, self.models_dir, inspect_file(model.path), is_loaded)
+        info = inspect_file(model.path)
+        return responses.model_details(model, self.models_dir, info, _is_loaded(model.path))
 
     def remove(self, name: str) -> responses.JSON:
         """``DELETE /v1/models/{name}``: unload it if loaded, then delete its files."""
         model = find_model(name, self.models_dir)
-        loaded = loaded_model()
-        if loaded is not None and loaded.path == model.path.resolve():
+        if _is_loaded(model.path):
             unload_model()
         removed = remove_model(str(model.path), self.models_dir)
         return {"id": name, "deleted": True, "files": [p.name for p in removed]}
@@ -130,12 +134,13 @@ class ApiState:
         threads = self.config.default_threads or None
         result = benchmark(self.model_path(model), n_threads=threads, **options).to_dict()
         run = {"id": uuid.uuid4().hex, "model_id": model, **result}
-        self.benchmarks.append(run)  # deque.append is atomic: no lock for the IOLoop's reads
+        self.benchmarks.append(run)  # one C call under the GIL, as the IOLoop's copy below
         return run
 
     def benchmark_runs(self, model: str | None) -> responses.JSON:
         """``GET /v1/benchmark``: the kept runs, oldest first (of one model, if given)."""
-        runs = [run for run in self.benchmarks if model is None or run["model_id"] == model]
+        kept = list(self.benchmarks)  # a copy: a worker may append meanwhile
+        runs = [run for run in kept if model is None or run["model_id"] == model]
         return {"object": "list", "data": runs}
 
     def health(self) -> responses.JSON:
