@@ -9,6 +9,7 @@ package (``.ci/run`` installs both; never a downloaded browser).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -170,10 +171,15 @@ def open_sidebar(page: sync_api.Page) -> sync_api.Locator:
     page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=WAIT_MS)  # restored
     tab = page.locator('.jp-SideBar li[data-id="offgrid-sidebar"]')
     tab.wait_for(timeout=WAIT_MS)
-    if tab.get_attribute("aria-selected") != "true":  # a click on the open tab would close it
-        tab.click()
     sidebar = page.locator("#offgrid-sidebar")
-    sidebar.wait_for(timeout=WAIT_MS)
+    for _ in range(5):  # the layout restorer may still be toggling the left area
+        if sidebar.is_visible():
+            return sidebar
+        if tab.get_attribute("aria-selected") != "true":  # a click on the open tab closes it
+            tab.click()
+        with contextlib.suppress(sync_api.TimeoutError):
+            sidebar.wait_for(timeout=3000)
+    sidebar.wait_for(timeout=1)  # fails with the locator's state
     return sidebar
 
 
@@ -274,6 +280,17 @@ def test_sidebar_search_download_reload_chat_benchmark(throttled_hub, jupyter_la
         by_id(chat, "offgrid-chat-send").click()
         by_id(chat, "offgrid-chat-usage").wait_for(timeout=WAIT_MS)
         shoot(page, "sidebar-07-dark-chat")
+
+        local.first.get_by_role("button", name="Verify").click()
+        local.first.get_by_text("sha256 ok").wait_for(timeout=WAIT_MS)
+        local.first.get_by_role("button", name="Delete").click()
+        dialog = page.locator(".jp-Dialog")
+        dialog.wait_for(timeout=WAIT_MS)
+        shoot(page, "sidebar-08-dark-delete-dialog")
+        dialog.get_by_role("button", name="Delete").click()
+        sidebar.get_by_text("No local models yet.").wait_for(timeout=WAIT_MS)
+        assert local.count() == 0
+        assert page.locator('[data-testid="offgrid-error"]').count() == 0
     finally:
         shoot(page, "sidebar-99-last")
         shutil.copy(jupyter_lab.log, ARTIFACTS / "jupyterlab-sidebar.log")
