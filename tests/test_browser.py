@@ -9,6 +9,7 @@ package (``.ci/run`` installs both; never a downloaded browser).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -143,3 +144,153 @@ def use_the_app(page: sync_api.Page) -> None:
     shoot(app, "08-app-chat")
     sent = app.locator(".offgrid-chat .offgrid-message.user").inner_text()
     assert "Hello from the browser" in sent
+
+
+# --- the JupyterLab sidebar (no kernel involved) -------------------------------------------------
+
+SIDEBAR_FILE = "qwen2.5-0.5b-instruct-q4_k_m.gguf"
+DOWNLOAD_SECONDS = 10  # the throttled mirror streams the file in about this long
+DARK = {"theme": "JupyterLab Dark"}
+
+
+@pytest.fixture
+def throttled_hub(hub, notebook_hub_root, monkeypatch) -> Iterator[MirrorServer]:
+    """The notebooks' Hub, streaming files slowly enough to reload the page mid-download."""
+    size = (notebook_hub_root / "Qwen/Qwen2.5-0.5B-Instruct-GGUF" / SIDEBAR_FILE).stat().st_size
+    with MirrorServer(notebook_hub_root, rate_total=size / DOWNLOAD_SECONDS) as slow:
+        monkeypatch.setenv("HF_ENDPOINT", slow.url)
+        yield slow
+
+
+def by_id(scope: sync_api.Page | sync_api.Locator, test_id: str) -> sync_api.Locator:
+    return scope.locator(f'[data-testid="{test_id}"]')
+
+
+def open_sidebar(page: sync_api.Page) -> sync_api.Locator:
+    """Show the sidebar (its tab in the left bar) and return it."""
+    page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=WAIT_MS)  # restored
+    tab = page.locator('.jp-SideBar li[data-id="offgrid-sidebar"]')
+    tab.wait_for(timeout=WAIT_MS)
+    sidebar = page.locator("#offgrid-sidebar")
+    for _ in range(5):  # the layout restorer may still be toggling the left area
+        if sidebar.is_visible():
+            return sidebar
+        if tab.get_attribute("aria-selected") != "true":  # a click on the open tab closes it
+            tab.click()
+        with contextlib.suppress(sync_api.TimeoutError):
+            sidebar.wait_for(timeout=3000)
+    sidebar.wait_for(timeout=1)  # fails with the locator's state
+    return sidebar
+
+
+def progress(page: sync_api.Page) -> tuple[str, int]:
+    """The first job's status and its progress bar's percent."""
+    job = by_id(page, "offgrid-job").first
+    return job.get_attribute("data-status"), int(
+        by_id(job, "offgrid-progress").get_attribute("aria-valuenow")
+    )
+
+
+def test_sidebar_search_download_reload_chat_benchmark(throttled_hub, jupyter_lab, page):
+    """The path of the sidebar issue, in light and then dark theme; screenshots of each step."""
+    try:
+        page.goto(jupyter_lab.page("lab"))
+        sidebar = open_sidebar(page)
+        by_id(sidebar, "offgrid-search-input").fill("Qwen2.5")
+        by_id(sidebar, "offgrid-search-button").click()
+        results = by_id(sidebar, "offgrid-result")
+        results.first.wait_for(timeout=WAIT_MS)
+        assert results.count() == 2
+        assert "Qwen/Qwen2.5-0.5B-Instruct-GGUF" in results.first.inner_text()
+        assert "250.0k" in results.first.inner_text()
+
+        results.first.locator(".offgrid-ResultHead").click()
+        variants = by_id(results.first, "offgrid-variant")
+        variants.first.wait_for(timeout=WAIT_MS)
+        assert variants.count() == 9
+        assert "fits" in variants.first.inner_text()
+        shoot(sidebar, "sidebar-01-search-variants")
+
+        row = variants.filter(has_text="Q4_K_M")
+        by_id(row, "offgrid-download").click()
+        by_id(sidebar, "offgrid-job").first.wait_for(timeout=WAIT_MS)
+        page.wait_for_function(
+            """() => {
+                const bar = document.querySelector('[data-testid="offgrid-progress"]');
+                return bar && Number(bar.getAttribute('aria-valuenow')) >= 10;
+            }""",
+            timeout=WAIT_MS,
+        )
+        status, before = progress(page)
+        assert status == "downloading"
+        assert before < 90
+        shoot(sidebar, "sidebar-02-downloading")
+
+        page.reload()  # the job runs in the Jupyter server: it is still there, still moving
+        sidebar = open_sidebar(page)
+        by_id(sidebar, "offgrid-job").first.wait_for(timeout=WAIT_MS)
+        status, after = progress(page)
+        assert status in ("downloading", "verifying", "done")
+        assert after >= before
+        page.locator('[data-testid="offgrid-job"][data-status="done"]').wait_for(timeout=WAIT_MS)
+        assert progress(page) == ("done", 100)
+        local = by_id(sidebar, "offgrid-local-model")
+        local.first.wait_for(timeout=WAIT_MS)
+        assert "qwen2.5-0.5b-instruct-q4_k_m" in local.first.inner_text()
+        assert "Q4_K_M" in local.first.inner_text()
+        shoot(sidebar, "sidebar-03-downloaded")
+
+        local.first.get_by_role("button", name="Chat").click()
+        chat = page.locator(".offgrid-Chat")
+        by_id(chat, "offgrid-chat-input").fill("Hello from the sidebar")
+        by_id(chat, "offgrid-chat-send").click()
+        by_id(chat, "offgrid-chat-usage").wait_for(timeout=WAIT_MS)  # the reply is complete
+        messages = by_id(chat, "offgrid-chat-message")
+        assert [m.get_attribute("data-role") for m in messages.all()] == ["user", "assistant"]
+        assert "Hello from the sidebar" in messages.first.inner_text()
+        assert messages.nth(1).locator(".offgrid-Markdown .jp-RenderedMarkdown").count() == 1
+        assert "tokens/s" in by_id(chat, "offgrid-chat-usage").inner_text()
+        shoot(page, "sidebar-04-chat")
+
+        local.first.get_by_role("button", name="Benchmark").click()
+        bench = page.locator(".offgrid-Benchmark")
+        for name, value in (("prompt tokens", "16"), ("output tokens", "8"), ("iterations", "1")):
+            bench.get_by_label(name).fill(value)
+        by_id(bench, "offgrid-benchmark-run").click()
+        by_id(bench, "offgrid-benchmark-results").wait_for(timeout=WAIT_MS)
+        assert bench.locator(".offgrid-Chart rect").count() == 1
+        shoot(page, "sidebar-05-benchmark")
+        assert page.locator('[data-testid="offgrid-error"]').count() == 0
+
+        theme = Path(os.environ["JUPYTERLAB_SETTINGS_DIR"]) / "@jupyterlab/apputils-extension"
+        theme.mkdir(parents=True, exist_ok=True)
+        (theme / "themes.jupyterlab-settings").write_text(json.dumps(DARK))
+        page.reload()
+        page.locator('body[data-jp-theme-light="false"]').wait_for(
+            state="attached", timeout=WAIT_MS
+        )
+        sidebar = open_sidebar(page)
+        local = by_id(sidebar, "offgrid-local-model")
+        local.first.get_by_role("button", name="Benchmark").click()
+        by_id(page, "offgrid-benchmark-results").wait_for(timeout=WAIT_MS)  # kept by the server
+        shoot(page, "sidebar-06-dark-benchmark")
+        local.first.get_by_role("button", name="Chat").click()
+        chat = page.locator(".offgrid-Chat:visible")
+        by_id(chat, "offgrid-chat-input").fill("And in the dark?")
+        by_id(chat, "offgrid-chat-send").click()
+        by_id(chat, "offgrid-chat-usage").wait_for(timeout=WAIT_MS)
+        shoot(page, "sidebar-07-dark-chat")
+
+        local.first.get_by_role("button", name="Verify").click()
+        local.first.get_by_text("sha256 ok").wait_for(timeout=WAIT_MS)
+        local.first.get_by_role("button", name="Delete").click()
+        dialog = page.locator(".jp-Dialog")
+        dialog.wait_for(timeout=WAIT_MS)
+        shoot(page, "sidebar-08-dark-delete-dialog")
+        dialog.get_by_role("button", name="Delete").click()
+        sidebar.get_by_text("No local models yet.").wait_for(timeout=WAIT_MS)
+        assert local.count() == 0
+        assert page.locator('[data-testid="offgrid-error"]').count() == 0
+    finally:
+        shoot(page, "sidebar-99-last")
+        shutil.copy(jupyter_lab.log, ARTIFACTS / "jupyterlab-sidebar.log")

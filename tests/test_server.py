@@ -375,6 +375,116 @@ async def test_cancel_keeps_the_partial_and_one_download_at_a_time(
     assert not api.jobs.running()
 
 
+async def test_download_jobs_are_listed_and_streamed_as_events(fetch, jp_fetch, hub, api):
+    status, job = await fetch("POST", "models/download", {"repository": REPO})
+    assert status == 202, job
+    status, listed = await fetch("GET", "models/download")
+    assert status == 200
+    assert [j["id"] for j in listed["data"]] == [job["id"]]
+
+    response = await jp_fetch("offgrid", "v1", "models", "download", job["id"], "events")
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    events = [e.removeprefix("data: ") for e in response.body.decode().split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    states = [json.loads(e) for e in events[:-1]]
+    assert {s["id"] for s in states} == {job["id"]}
+    assert states[-1]["status"] == "done"
+    assert states[-1]["bytes"] == states[-1]["total"] > 0
+    done_bytes = [s["bytes"] for s in states]
+    assert done_bytes == sorted(done_bytes)  # progress only moves forward
+    assert len({json.dumps(s) for s in states}) == len(states)  # an event per change
+
+    # A finished job streams its outcome at once.
+    again = await jp_fetch("offgrid", "v1", "models", "download", job["id"], "events")
+    assert again.body.decode().count("data: ") == 2
+    _, listed = await fetch("GET", "models/download")
+    assert listed["data"][0]["status"] == "done"
+
+
+async def test_model_details_verify_and_delete(fetch, hub, api, tmp_path):
+    _, job = await fetch("POST", "models/download", {"repository": REPO})
+    assert (await poll_job(fetch, job["id"]))["status"] == "done"
+
+    status, details = await fetch("GET", f"models/{MODEL}")
+    assert status == 200, details
+    assert details["id"] == MODEL
+    assert details["files"] == [f"{REPO}/{FILE}"]
+    assert details["architecture"] == "llama"
+    assert details["chat_template"] is True
+    assert details["repo_id"] == REPO
+    assert len(details["sha256"]) == 64
+    assert details["header"]["vocab_size"] > 0
+    _, listed = await fetch("GET", "models", details="true")
+    assert listed["data"][0]["chat_template"] is True
+    assert listed["data"][0]["architecture"] == "llama"
+    _, plain = await fetch("GET", "models")
+    assert "chat_template" not in plain["data"][0]  # the cheap list reads no header
+
+    status, verified = await fetch("POST", f"models/{MODEL}/verify")
+    assert (status, verified) == (200, {"id": MODEL, "ok": True})
+    path = tmp_path / "models" / REPO / FILE
+    with path.open("r+b") as f:  # flip a byte
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    status, corrupt = await fetch("POST", f"models/{MODEL}/verify")
+    assert status == 502
+    assert "corrupt" in corrupt["error"]["message"]
+
+    request = {"model": MODEL, "messages": HELLO, "max_tokens": 2}
+    assert (await fetch("POST", "chat/completions", request))[0] == 200
+    assert loaded_model() is not None
+    status, deleted = await fetch("DELETE", f"models/{MODEL}")
+    assert status == 200, deleted
+    assert deleted["deleted"] is True
+    assert loaded_model() is None  # unloaded before its file went
+    assert not path.exists()
+    assert not (tmp_path / "models" / REPO).exists()
+    _, listed = await fetch("GET", "models")
+    assert listed["data"] == []
+    assert api.gate.in_flight == 0
+
+
+async def test_benchmark_runs_are_kept_for_the_sidebar(fetch, library):
+    request = {"model": MODEL, "prompt_tokens": 8, "output_tokens": 2, "iterations": 1}
+    runs = []
+    for _ in range(2):
+        status, run = await fetch("POST", "benchmark", {**request, "warmup": False})
+        assert status == 200, run
+        runs.append(run)
+    status, kept = await fetch("GET", "benchmark", model=MODEL)
+    assert status == 200
+    assert [r["id"] for r in kept["data"]] == [r["id"] for r in runs]
+    assert kept["data"][0]["model_id"] == MODEL
+    assert kept["data"][1]["results"] == runs[1]["results"]
+    _, everything = await fetch("GET", "benchmark")
+    assert len(everything["data"]) == 2
+    _, other = await fetch("GET", "benchmark", model="other-model")
+    assert other["data"] == []
+
+
+async def test_jupyterlabs_cache_buster_is_not_an_unknown_field(fetch, library):
+    # ServerConnection.makeRequest appends ?<milliseconds> to every request of the sidebar.
+    status, listed = await fetch("GET", "models", details="true", **{"1796137158979": ""})
+    assert status == 200, listed
+    assert listed["data"][0]["id"] == MODEL
+
+
+async def test_variants_say_what_fits(fetch, hub):
+    status, answer = await fetch("GET", "variants", repository=REPO, ram_gb="8")
+    assert status == 200, answer
+    assert answer["repository"] == REPO
+    assert answer["available_gb"] == 8
+    (variant,) = answer["variants"]
+    assert variant["filename"] == FILE
+    assert variant["fits"] == "fits"
+    assert variant["recommended"] is True
+    assert 0 < variant["total_gb"] < 1
+    _, tiny = await fetch("GET", "variants", repository=REPO, ram_gb="0.001")
+    assert tiny["variants"][0]["fits"] == "too large"
+
+
 BAD_REQUESTS = [  # (method, path, body or raw text or query, status, words in the message)
     ("POST", "search", "{not json", 400, "not valid JSON"),
     ("POST", "search", "[1, 2]", 400, "JSON object"),
@@ -420,6 +530,16 @@ BAD_REQUESTS = [  # (method, path, body or raw text or query, status, words in t
      400, "Invalid connections"),
     ("GET", "models/download/123", None, 404, "No download job"),
     ("DELETE", "models/download/123", None, 404, "No download job"),
+    ("GET", "models/download/123/events", None, 404, "No download job"),
+    ("GET", "models", {"details": "maybe"}, 400, "Invalid details"),
+    ("GET", "models/no-such-model", None, 404, "No local model matches"),
+    ("DELETE", "models/no-such-model", None, 404, "No local model matches"),
+    ("DELETE", "models/~root", None, 400, "Invalid model"),
+    ("POST", "models/no-such-model/verify", None, 404, "No local model matches"),
+    ("GET", "variants", {}, 400, "Missing field: repository"),
+    ("GET", "variants", {"repository": REPO, "ram_gb": "lots"}, 400, "Invalid ram_gb"),
+    ("GET", "variants", {"repository": "nobody/nothing"}, 404, "not found"),
+    ("GET", "benchmark", {"modle": MODEL}, 400, "Unknown field: modle"),
 ]  # fmt: skip
 
 

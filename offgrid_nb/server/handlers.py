@@ -34,6 +34,7 @@ from .state import ApiState
 from .threads import in_thread
 
 AUTH_RESOURCE = "offgrid"
+EVENT_INTERVAL = 0.5  # seconds between checks of a download job's progress for its event stream
 
 
 class OffgridHandler(APIHandler):
@@ -62,6 +63,22 @@ class OffgridHandler(APIHandler):
         """Send ``data`` as JSON."""
         self.set_status(status)
         self.finish(json.dumps(data))
+
+    def start_events(self) -> None:
+        """Answer with server-sent events (each sent by :meth:`send_event`)."""
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+
+    async def send_event(self, data: responses.JSON | str) -> None:
+        """One server-sent event; a failed flush means the client is gone."""
+        if self.disconnected.is_set():
+            return
+        text = data if isinstance(data, str) else json.dumps(data)
+        self.write(f"data: {text}\n\n")
+        try:
+            await self.flush()
+        except StreamClosedError:
+            self.disconnected.set()
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """One mapping for every error: an OffgridError's ``http_status``, else tornado's."""
@@ -118,18 +135,64 @@ class InspectHandler(OffgridHandler):
         self.reply(await in_thread(self.api.inspect, **params.inspect_query(self.query())))
 
 
-class ModelsHandler(OffgridHandler):
-    """``GET /v1/models``: the local library, in OpenAI's list shape."""
+class VariantsHandler(OffgridHandler):
+    """``GET /v1/variants?repository=[&n_ctx=&ram_gb=]``: a Hub repo's variants and their fit."""
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        """List the models folder."""
-        self.reply(await in_thread(self.api.library))
+        """Read each variant's header over HTTP ranges and compare its needs with the RAM."""
+        self.reply(await in_thread(self.api.variants, **params.variants_query(self.query())))
+
+
+class ModelsHandler(OffgridHandler):
+    """``GET /v1/models[?details=true]``: the local library, in OpenAI's list shape."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """List the models folder (``details``: also read each model's header)."""
+        fields = params.read_fields(self.query(), params.MODELS_FIELDS, from_text=True)
+        self.reply(await in_thread(self.api.library, details=bool(fields["details"])))
+
+
+class ModelHandler(OffgridHandler):
+    """``GET|DELETE /v1/models/{name}``: one local model's details; delete it."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, name: str) -> None:
+        """Its files, manifest and header."""
+        self.reply(await in_thread(self.api.model_details, params.safe_model_name(name)))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, name: str) -> None:
+        """Delete it (waits its turn like a chat completion: the model may be in use)."""
+        name = params.safe_model_name(name)
+        with self.api.gate.slot():
+            self.reply(await in_thread(self.api.remove, name))
+
+
+class VerifyHandler(OffgridHandler):
+    """``POST /v1/models/{name}/verify``: re-hash a local model against its recorded sha256."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, name: str) -> None:
+        """``{"id", "ok"}``; a corrupt file answers 502 naming it."""
+        self.reply(await in_thread(self.api.verify, params.safe_model_name(name)))
 
 
 class DownloadHandler(OffgridHandler):
-    """``POST /v1/models/download``: start a download job (202 with its id)."""
+    """``GET|POST /v1/models/download``: the jobs the server knows; start a download job."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """Every known job, oldest first (finished ones are kept for a while)."""
+        jobs = [responses.download_job(job) for job in list(self.api.jobs.jobs.values())]
+        self.reply({"object": "list", "data": jobs})
 
     @web.authenticated
     @authorized
@@ -144,29 +207,58 @@ class DownloadHandler(OffgridHandler):
         self.reply(responses.download_job(job), status=202)
 
 
+def _job(api: ApiState, job_id: str) -> DownloadJob:
+    job = api.jobs.get(job_id)
+    if job is None:
+        raise NotFoundError(f"No download job {job_id!r}", hint="jobs are kept for a while")
+    return job
+
+
 class DownloadJobHandler(OffgridHandler):
     """``GET|DELETE /v1/models/download/{id}``: progress; cancel (the partial stays)."""
-
-    def _job(self, job_id: str) -> DownloadJob:
-        job = self.api.jobs.get(job_id)
-        if job is None:
-            raise NotFoundError(f"No download job {job_id!r}", hint="jobs are kept for a while")
-        return job
 
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
         """Progress, or the outcome."""
-        self.reply(responses.download_job(self._job(job_id)))
+        self.reply(responses.download_job(_job(self.api, job_id)))
 
     @web.authenticated
     @authorized
     async def delete(self, job_id: str) -> None:
         """Ask the job to stop; its status is "cancelling" until its thread has stopped."""
-        job = self._job(job_id)
+        job = _job(self.api, job_id)
         if not job.finished:
             job.cancel.set()
         self.reply(responses.download_job(job))
+
+
+class DownloadEventsHandler(OffgridHandler):
+    """``GET /v1/models/download/{id}/events``: the job's progress as server-sent events.
+
+    One event (the job's JSON, as ``GET /v1/models/download/{id}`` answers) whenever it has
+    changed, checked every :data:`EVENT_INTERVAL` seconds; the last one has a finished status
+    (``done``, ``failed``, ``cancelled``) and is followed by ``data: [DONE]``.
+    """
+
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        """Stream until the job ends or the client goes away."""
+        job = _job(self.api, job_id)
+        self.start_events()
+        last = None
+        while not self.disconnected.is_set():
+            finished = job.finished  # read first: the state sent is then at least this late
+            state = responses.download_job(job)
+            if state != last:
+                await self.send_event(state)
+                last = state
+            if finished:
+                break
+            await asyncio.sleep(EVENT_INTERVAL)
+        await self.send_event("[DONE]")
+        self.finish()
 
 
 def run_reply(
@@ -208,24 +300,12 @@ class GenerationHandler(OffgridHandler):
         if not stream and not self.disconnected.is_set():
             self.reply(completion.whole(reply))
 
-    async def _send(self, data: responses.JSON | str) -> None:
-        """One server-sent event; a failed flush means the client is gone."""
-        if self.disconnected.is_set():
-            return
-        text = data if isinstance(data, str) else json.dumps(data)
-        self.write(f"data: {text}\n\n")
-        try:
-            await self.flush()
-        except StreamClosedError:
-            self.disconnected.set()
-
     async def _stream(
         self, reply: Reply, completion: responses.Completion, *, include_usage: bool
     ) -> None:
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        self.set_header("Content-Type", "text/event-stream")
-        self.set_header("Cache-Control", "no-cache")
+        self.start_events()
 
         def send(piece: str) -> None:  # in the worker thread
             loop.call_soon_threadsafe(pieces.put_nowait, piece)
@@ -234,7 +314,7 @@ class GenerationHandler(OffgridHandler):
         worker.add_done_callback(lambda _: pieces.put_nowait(None))  # after every piece
         opening = completion.opening()
         if opening is not None:
-            await self._send(opening)
+            await self.send_event(opening)
         piece: str | None = ""
         while piece is not None:
             text, piece = "", await pieces.get()
@@ -244,16 +324,16 @@ class GenerationHandler(OffgridHandler):
                     break
                 piece = pieces.get_nowait()
             if text:
-                await self._send(completion.piece(text))
+                await self.send_event(completion.piece(text))
         try:
             await worker
         except OffgridError as exc:
-            await self._send(responses.error(exc.http_status, exc.message, exc=exc))
+            await self.send_event(responses.error(exc.http_status, exc.message, exc=exc))
         else:
-            await self._send(completion.closing(reply.finish_reason))
+            await self.send_event(completion.closing(reply.finish_reason))
             if include_usage:
-                await self._send(completion.usage_chunk(reply))
-        await self._send("[DONE]")
+                await self.send_event(completion.usage_chunk(reply))
+        await self.send_event("[DONE]")
         self.finish(set_content_type="text/event-stream")
 
 
@@ -291,7 +371,14 @@ class CompletionHandler(GenerationHandler):
 
 
 class BenchmarkHandler(OffgridHandler):
-    """``POST /v1/benchmark``: prompt and generation speed of a local model."""
+    """``GET|POST /v1/benchmark``: the runs kept in memory; a new run on a local model."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """The last runs (``?model=``: of that model only), oldest first."""
+        fields = params.read_fields(self.query(), params.BENCHMARK_LIST_FIELDS, from_text=True)
+        self.reply(self.api.benchmark_runs(fields["model"]))
 
     @web.authenticated
     @authorized
@@ -359,9 +446,13 @@ class NotFoundHandler(OffgridHandler):
 ENDPOINTS: list[tuple[str, type[OffgridHandler]]] = [
     ("search", SearchHandler),
     ("inspect", InspectHandler),
+    ("variants", VariantsHandler),
     ("models", ModelsHandler),
     ("models/download", DownloadHandler),
     ("models/download/([^/]+)", DownloadJobHandler),
+    ("models/download/([^/]+)/events", DownloadEventsHandler),
+    ("models/(.+)/verify", VerifyHandler),
+    ("models/(.+)", ModelHandler),  # after models/download: a model named so is reached by path
     ("chat/completions", ChatHandler),
     ("completions", CompletionHandler),
     ("benchmark", BenchmarkHandler),

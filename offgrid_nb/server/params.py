@@ -53,6 +53,9 @@ SEARCH_FIELDS = {
     "fits_only": "bool",
 }
 INSPECT_FIELDS = {"repository": "str", "file": "str", "n_ctx": "int", "ram_gb": "number"}
+VARIANTS_FIELDS = {"repository": "str", "n_ctx": "int", "ram_gb": "number"}
+BENCHMARK_LIST_FIELDS = {"model": "str"}
+MODELS_FIELDS = {"details": "bool"}
 SEARCH_ALIASES = {"sort": "sort_by"}
 AUTH_QUERY_ARGUMENTS = {"token", "_xsrf", "no_track_activity"}  # read by Jupyter, not by us
 DEFAULT_LIMIT = 20
@@ -144,8 +147,10 @@ def read_fields(
         InvalidArgumentError: unknown fields or wrong types.
     """
     aliases = aliases or {}
-    if from_text:
-        values = {k: v for k, v in values.items() if k not in AUTH_QUERY_ARGUMENTS}
+    if from_text:  # JupyterLab's requests also carry a cache buster: ?1712345678901
+        values = {
+            k: v for k, v in values.items() if k not in AUTH_QUERY_ARGUMENTS and not k.isdigit()
+        }
     _check_known(set(values), set(spec) | set(aliases))
     body = {aliases.get(k, k): v for k, v in values.items()}
     if from_text:
@@ -191,20 +196,40 @@ def inspect_query(values: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def model_name(body: Body) -> str:
-    """The ``model`` field: a library model's name, never a path outside the models folder.
+def variants_query(values: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for ``GET /v1/variants`` from its query string.
 
     Raises:
-        InvalidArgumentError: missing or not a string.
+        InvalidArgumentError: missing repository, unknown fields, wrong types.
+    """
+    fields = read_fields(values, VARIANTS_FIELDS, from_text=True)
+    checked(fields, "repository", "str", required=True)
+    return fields
+
+
+def safe_model_name(name: str) -> str:
+    """A library model's name as a client gave it, never a path outside the models folder.
+
+    Raises:
         UnsafePathError: absolute, ``~``, ``..``, backslashes or NUL.
     """
-    name = checked(body, "model", "str", required=True).strip()
+    name = name.strip()
     if name.startswith("~") or not is_safe_relative_path(name):
         raise UnsafePathError(
             f"Invalid model: {name!r}",
             hint="give a model's id as GET /v1/models lists it, not a path",
         )
     return name
+
+
+def model_name(body: Body) -> str:
+    """The ``model`` field of a body (see :func:`safe_model_name`).
+
+    Raises:
+        InvalidArgumentError: missing or not a string.
+        UnsafePathError: absolute, ``~``, ``..``, backslashes or NUL.
+    """
+    return safe_model_name(checked(body, "model", "str", required=True))
 
 
 @dataclass(frozen=True)

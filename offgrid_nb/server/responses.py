@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ..errors import OffgridError
     from ..fit import MemoryEstimate
     from ..gguf_info import GGUFInfo
+    from ..library import LocalModel
     from .jobs import DownloadJob
 
 JSON = dict[str, Any]
@@ -107,11 +108,25 @@ def search_results(df: pd.DataFrame) -> JSON:
     return {"total": int(df.attrs.get("total", len(df))), "results": results}
 
 
+def header_summary(info: GGUFInfo | None) -> JSON:
+    """What a local model's header says that a model list shows (``None``s if unreadable)."""
+    return {
+        "architecture": info.architecture if info else None,
+        "context_length": info.context_length if info else None,
+        "chat_template": bool(info and info.chat_template),
+    }
+
+
 def model_list(
-    df: pd.DataFrame, root: Path, loaded: LoadedModel | None, templates: list[str | None]
+    df: pd.DataFrame,
+    root: Path,
+    loaded: LoadedModel | None,
+    templates: list[str | None],
+    headers: dict[str, GGUFInfo | None] | None = None,
 ) -> JSON:
-    """The local library in OpenAI's ``GET /v1/models`` shape, plus size, quantization and the
-    chat template each model gets (``templates``, one per row)."""
+    """The local library in OpenAI's ``GET /v1/models`` shape, plus size, quantization, the
+    chat template each model gets (``templates``, one per row) and :func:`header_summary` of
+    each model when ``headers`` maps its path to its header."""
     data = []
     ids = unique_names(list(df["name"]), list(df["path"]), root)
     for model_id, row, template in zip(ids, _records(df), templates, strict=True):
@@ -130,6 +145,7 @@ def model_list(
                 "repo_id": row["repo_id"],
                 "template": template,
                 "loaded": loaded is not None and loaded.path == path.resolve(),
+                **(header_summary(headers.get(row["path"])) if headers is not None else {}),
             }
         )
     return {"object": "list", "data": data}
@@ -152,6 +168,35 @@ def embeddings(model: str, vectors: np.ndarray, tokens: int, *, base64: bool) ->
         ],
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def model_details(model: LocalModel, root: Path, info: GGUFInfo, loaded: bool) -> JSON:
+    """``GET /v1/models/{name}``: one local model, its files and its header."""
+    manifest = model.manifest
+    return {
+        "id": model.name,
+        "object": "model",
+        "files": [path.relative_to(root).as_posix() for path in model.files],
+        "size": sum(path.stat().st_size for path in model.files),
+        "quantization": info.quant,
+        "repo_id": manifest.repo_id if manifest else None,
+        "sha256": manifest.sha256_of(model.path) if manifest else None,
+        "downloaded_at": manifest.downloaded_at if manifest else None,
+        "loaded": loaded,
+        **header_summary(info),
+        "parameter_count": info.parameter_count,
+        "header": info.to_dict(),
+    }
+
+
+def variant_list(repository: str, df: pd.DataFrame) -> JSON:
+    """``/v1/variants``: a :func:`offgrid_nb.fit.recommend` DataFrame of one repo."""
+    keys = ("filename", "quant", "size", "size_gb", "total_gb", "fits", "recommended", "error")
+    return {
+        "repository": repository,
+        "available_gb": df.attrs["available_bytes"] / 1e9,
+        "variants": [{key: row[key] for key in keys} for row in _records(df)],
     }
 
 

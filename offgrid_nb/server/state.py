@@ -4,7 +4,9 @@ they make, each meant to run in a worker thread (see :func:`offgrid_nb.server.th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,11 @@ from ..chat_template import file_template
 from ..config import get_settings
 from ..embed import embed_counted
 from ..engine import load_model, loaded_model, unload_model
-from ..errors import UnsupportedModelError
-from ..fit import available_memory, estimate_memory, fit_verdict
-from ..gguf_info import inspect_gguf
+from ..errors import OffgridError, UnsupportedModelError
+from ..fit import available_memory, estimate_memory, fit_verdict, recommend
+from ..gguf_info import GGUFInfo, inspect_file, inspect_gguf
 from ..hub import search
-from ..library import find_model, list_models
+from ..library import find_model, list_models, remove_model, verify_model
 from . import responses
 from .config import OffgridAPI
 from .jobs import DownloadJobs
@@ -29,15 +31,32 @@ from .keep_alive import KeepAlive, parse_duration
 from .params import ChatRequest, CompletionRequest
 from .threads import ModelGate
 
+KEEP_BENCHMARKS = 50  # benchmark runs kept in memory for GET /v1/benchmark
+
+
+def _is_loaded(path: Path) -> bool:
+    """llama.cpp holds this model file now."""
+    loaded = loaded_model()
+    return loaded is not None and loaded.path == path.resolve()
+
+
+def _header(path: Path) -> GGUFInfo | None:
+    """A local file's GGUF header, or ``None`` when it cannot be read."""
+    try:
+        return inspect_file(path)
+    except OffgridError:
+        return None
+
 
 @dataclass
 class ApiState:
-    """Settings, download jobs and the model gate of one server (Jupyter or standalone)."""
+    """Settings, download jobs, the model gate and the kept benchmark runs of one server."""
 
     config: OffgridAPI
     jobs: DownloadJobs
     gate: ModelGate
     keep_alive: KeepAlive
+    benchmarks: deque[responses.JSON] = field(default_factory=lambda: deque(maxlen=KEEP_BENCHMARKS))
 
     @classmethod
     def from_config(cls, config: OffgridAPI) -> ApiState:
@@ -78,12 +97,37 @@ class ApiState:
         verdict = fit_verdict(estimate.total_bytes, available)
         return responses.inspection(repository, file, info, estimate, verdict, None)
 
-    def library(self) -> responses.JSON:
-        """``/v1/models``: the local models."""
-        root, df = self.models_dir, list_models(self.models_dir)
+    def variants(self, repository: str, n_ctx: int | None, ram_gb: float | None) -> responses.JSON:
+        """``/v1/variants``: every variant of a Hub repo with its memory estimate and fit."""
+        df = recommend(repository, ram_gb=ram_gb, n_ctx=n_ctx or 4096)
+        return responses.variant_list(repository, df)
+
+    def library(self, *, details: bool = False) -> responses.JSON:
+        """``/v1/models``: the local models (with ``details``, what their headers say)."""
+        root = self.models_dir
+        df = list_models(root)
+        headers = {path: _header(Path(path)) for path in df["path"]} if details else None
         choices = [file_template(Path(path)) for path in df["path"]]
         templates = [choice.describe() if choice else None for choice in choices]
-        return responses.model_list(df, root, loaded_model(), templates)
+        return responses.model_list(df, root, loaded_model(), templates, headers)
+
+    def model_details(self, name: str) -> responses.JSON:
+        """``GET /v1/models/{name}``: one local model and what its header says."""
+        model = find_model(name, self.models_dir)
+        info = inspect_file(model.path)
+        return responses.model_details(model, self.models_dir, info, _is_loaded(model.path))
+
+    def remove(self, name: str) -> responses.JSON:
+        """``DELETE /v1/models/{name}``: unload it if loaded, then delete its files."""
+        model = find_model(name, self.models_dir)
+        if _is_loaded(model.path):
+            unload_model()
+        removed = remove_model(str(model.path), self.models_dir)
+        return {"id": name, "deleted": True, "files": [p.name for p in removed]}
+
+    def verify(self, name: str) -> responses.JSON:
+        """``POST /v1/models/{name}/verify``: re-hash against the recorded sha256."""
+        return {"id": name, "ok": verify_model(name, self.models_dir)}
 
     def start_reply(self, request: ChatRequest) -> Reply:
         """Load the model (if needed) and prepare the reply; iterating it generates."""
@@ -143,9 +187,19 @@ class ApiState:
         }
 
     def benchmark(self, model: str, **options: Any) -> responses.JSON:
-        """``/v1/benchmark``: the benchmark issue's JSON shape."""
+        """``POST /v1/benchmark``: the benchmark issue's JSON shape, kept, with the run's ``id``
+        and ``model_id`` (the name the client gave)."""
         threads = self.config.default_threads or None
-        return benchmark(self.model_path(model), n_threads=threads, **options).to_dict()
+        result = benchmark(self.model_path(model), n_threads=threads, **options).to_dict()
+        run = {"id": uuid.uuid4().hex, "model_id": model, **result}
+        self.benchmarks.append(run)  # one C call under the GIL, as the IOLoop's copy below
+        return run
+
+    def benchmark_runs(self, model: str | None) -> responses.JSON:
+        """``GET /v1/benchmark``: the kept runs, oldest first (of one model, if given)."""
+        kept = list(self.benchmarks)  # a copy: a worker may append meanwhile
+        runs = [run for run in kept if model is None or run["model_id"] == model]
+        return {"object": "list", "data": runs}
 
     def health(self) -> responses.JSON:
         """Version, loaded model and system figures (the counters are added on the IOLoop)."""
