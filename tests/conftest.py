@@ -48,6 +48,23 @@ def _repo(root: Path, repo_id: str, meta: dict, files: dict[str, int | Path]) ->
             _blob(folder / name, content)
 
 
+# Where other tools keep models (offgrid_nb.sources): never this machine's own folders.
+SOURCE_ENV = ("HF_HUB_CACHE", "OFFGRID_LMSTUDIO_DIRS", "OLLAMA_MODELS", "LLAMA_CACHE")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_machine_sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Point every model source at an empty folder, so no test sees (or depends on) the HF
+    cache, LM Studio, Ollama or llama.cpp models of the machine it runs on."""
+    empty = tmp_path_factory.mktemp("no-sources")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in SOURCE_ENV:
+            patch.setenv(name, str(empty / name.lower()))
+        patch.delenv("OFFGRID_MODEL_DIRS", raising=False)
+        patch.delenv("OFFGRID_SOURCES", raising=False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight llama GGUF (F32), generated once per session."""

@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..library import unique_names
-
 if TYPE_CHECKING:
     from ..chat import Reply, Usage
     from ..engine import LoadedModel
@@ -106,19 +104,17 @@ def search_results(df: pd.DataFrame) -> JSON:
     return {"total": int(df.attrs.get("total", len(df))), "results": results}
 
 
-def model_list(
-    df: pd.DataFrame, root: Path, loaded: LoadedModel | None, templates: list[str | None]
-) -> JSON:
-    """The local library in OpenAI's ``GET /v1/models`` shape, plus size, quantization and the
-    chat template each model gets (``templates``, one per row)."""
+def model_list(df: pd.DataFrame, loaded: LoadedModel | None, templates: list[str | None]) -> JSON:
+    """The local library in OpenAI's ``GET /v1/models`` shape (ids are the library's unique
+    names), plus source, size, quantization and the chat template each model gets
+    (``templates``, one per row)."""
     data = []
-    ids = unique_names(list(df["name"]), list(df["path"]), root)
-    for model_id, row, template in zip(ids, _records(df), templates, strict=True):
+    for row, template in zip(_records(df), templates, strict=True):
         path = Path(row["path"])
         created = row["downloaded_at"].timestamp() if row["downloaded_at"] else path.stat().st_mtime
         data.append(
             {
-                "id": model_id,
+                "id": row["name"],
                 "object": "model",
                 "created": int(created),
                 "owned_by": (row["repo_id"] or "local").split("/")[0],
@@ -127,6 +123,7 @@ def model_list(
                 "quantization": row["quant"],
                 "parameter_size": row["param_size"],
                 "repo_id": row["repo_id"],
+                "source": row["source"],
                 "template": template,
                 "loaded": loaded is not None and loaded.path == path.resolve(),
             }

@@ -17,8 +17,8 @@ from ..engine import loaded_model
 from ..errors import UnsupportedModelError
 from ..fit import available_memory, estimate_memory, fit_verdict
 from ..gguf_info import inspect_gguf
-from ..hub import search
 from ..library import find_model, list_models
+from ..search_fit import search
 from . import responses
 from .config import OffgridAPI
 from .jobs import DownloadJobs
@@ -48,11 +48,12 @@ class ApiState:
         return Path(configured).expanduser() if configured else get_settings().models_dir
 
     def model_path(self, name: str) -> Path:
-        """The file of the library model ``name`` (never a file outside the models folder)."""
+        """The file of the library model ``name``, in any enabled source (a name, never a path
+        the request chose: :func:`offgrid_nb.server.params.model_name` refuses those)."""
         return find_model(name, self.models_dir).path
 
     def search(self, **options: Any) -> responses.JSON:
-        """``/v1/search``: :func:`offgrid_nb.hub.search` in OffGrid's shape."""
+        """``/v1/search``: :func:`offgrid_nb.search_fit.search` in OffGrid's shape."""
         return responses.search_results(search(**options))
 
     def inspect(
@@ -71,10 +72,10 @@ class ApiState:
 
     def library(self) -> responses.JSON:
         """``/v1/models``: the local models."""
-        root, df = self.models_dir, list_models(self.models_dir)
+        df = list_models(self.models_dir)
         choices = [file_template(Path(path)) for path in df["path"]]
         templates = [choice.describe() if choice else None for choice in choices]
-        return responses.model_list(df, root, loaded_model(), templates)
+        return responses.model_list(df, loaded_model(), templates)
 
     def start_reply(self, request: ChatRequest) -> Reply:
         """Load the model (if needed) and prepare the reply; iterating it generates."""
