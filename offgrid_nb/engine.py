@@ -28,7 +28,7 @@ from .config import get_settings
 from .errors import InsufficientMemoryError, ModelLoadError
 from .fit import TOO_LARGE, available_memory, estimate_memory, fit_verdict
 from .gguf_info import GGUFInfo, inspect_file
-from .library import resolve_model
+from .library import model_label, resolve_model
 from .llama_backend import clear_log, llama_cpp, recent_log
 from .sizes import format_size
 
@@ -44,13 +44,9 @@ class LoadedModel:
     n_threads: int
     n_gpu_layers: int
     requested: tuple[Any, ...] = ()  # the load_model() arguments that gave this model
+    name: str = ""  # its file name without .gguf (links not followed), or its Ollama name
     closed: bool = False  # set, under ``lock``, when llama.cpp has freed it
     lock: threading.Lock = field(default_factory=threading.Lock)  # one user at a time
-
-    @property
-    def name(self) -> str:
-        """The file name without ``.gguf``."""
-        return self.path.name.removesuffix(".gguf")
 
 
 _current: LoadedModel | None = None
@@ -151,7 +147,8 @@ def load_model(
         ModelLoadError: llama.cpp refused it; the message quotes llama.cpp's reason.
     """
     global _current
-    path = resolve_model(model).resolve()
+    found = resolve_model(model)
+    path = found.resolve()  # one model however it is named (HF cache files are links)
     requested = (path, n_ctx, n_threads, n_gpu_layers)
     current = _current
     if current is not None and current.requested == requested and not current.closed:
@@ -189,5 +186,6 @@ def load_model(
                 hint="the file may be damaged (offgrid verify NAME) or use an architecture "
                 "this llama.cpp build does not support",
             ) from exc
-        _current = LoadedModel(path, llama, info, n_ctx, n_threads, n_gpu_layers, requested)
+        name = model_label(model, found)
+        _current = LoadedModel(path, llama, info, n_ctx, n_threads, n_gpu_layers, requested, name)
         return _current

@@ -157,17 +157,18 @@ def scan(models_dir: StrPath | None = None) -> list[LocalModel]:
     Returns:
         One :class:`LocalModel` per single-file model and per split model with all its shards,
         by name, our folder first among equal names. A file that two sources reach (a folder
-        listed twice) is listed once, under the first.
+        listed twice) is listed once, under the first; within a source every name stays (Ollama
+        tags of one blob).
     """
     found = [m for source in _sources(_root(models_dir)) for m in source.models()]
-    found.sort(key=lambda m: (m.name.lower(), _SOURCE_ORDER[m.source], str(m.path)))
-    seen: set[Path] = set()
+    found.sort(key=lambda m: (_SOURCE_ORDER[m.source], m.name.lower(), str(m.path)))
+    owner: dict[Path, str] = {}
     distinct = []
     for model in found:
         real = model.path.resolve()
-        if real not in seen:
-            seen.add(real)
+        if owner.setdefault(real, model.source) == model.source:
             distinct.append(model)
+    distinct.sort(key=lambda m: (m.name.lower(), _SOURCE_ORDER[m.source], str(m.path)))
     return [replace(m, name=n) for m, n in zip(distinct, _unique_names(distinct), strict=True)]
 
 
@@ -333,6 +334,15 @@ def resolve_model(name: StrPath, models_dir: StrPath | None = None) -> Path:
     return find_model(str(name), models_dir).path
 
 
+def model_label(name: StrPath, path: Path) -> str:
+    """What to call the model ``name`` resolved to: the file name of ``path`` (as resolved,
+    before links are followed) without ``.gguf``; for an Ollama blob, named by its hash, the
+    name given."""
+    if OLLAMA_BLOB.fullmatch(path.name) and Path(name).expanduser() != path:
+        return str(name)
+    return path.name.removesuffix(".gguf")
+
+
 def remove_model(name: StrPath, models_dir: StrPath | None = None) -> list[Path]:
     """Delete a model from our models folder: all its shards, its manifest and work files.
 
@@ -421,6 +431,7 @@ __all__ = [
     "hash_file",
     "list_models",
     "manifest_path",
+    "model_label",
     "model_lock",
     "remove_model",
     "resolve_model",
