@@ -191,7 +191,9 @@ def inspect_query(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_name(body: Body) -> str:
-    """The ``model`` field: a library model's name, never a path outside the models folder.
+    """The ``model`` field: a model's name as ``GET /v1/models`` lists it (``llama3.2:1b``,
+    ``hf-cache:NAME``) or a Hub reference (``owner/repo:Q4_K_M``, ``hf.co/owner/repo:Q4_K_M``);
+    never a path.
 
     Raises:
         InvalidArgumentError: missing or not a string.
