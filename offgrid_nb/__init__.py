@@ -23,11 +23,12 @@ from .errors import (
     OffgridError,
     OfflineError,
 )
-from .hub import best_variant, clear_cache, repo_files, search
+from .hub import best_variant, clear_cache, repo_files
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "search": "search_fit",  # Hub search, with memory fit when asked (ram_gb=, fits_only=)
     "list_models": "library",
     "resolve_model": "library",
     "remove_model": "library",
@@ -86,7 +87,6 @@ __all__ = [
     "clear_cache",
     "download",
     "repo_files",
-    "search",
     "select_variant",
     *_LAZY,
 ]

@@ -38,7 +38,7 @@ from .engine import LoadedModel, default_threads, unload_model, use_model
 from .errors import InvalidArgumentError
 from .gguf_info import inspect_file
 from .jsonfile import write_text
-from .library import resolve_model
+from .library import model_label, resolve_model
 from .llama_backend import llama_cpp
 
 if TYPE_CHECKING:
@@ -365,7 +365,8 @@ def benchmark(
         depth=depth,
         llama_bench=llama_bench,
     )
-    path = resolve_model(model).resolve()
+    found = resolve_model(model)
+    path = found.resolve()
     context = _context_for(path, config)
     unload_model()  # the memory baseline must not count a model (ours is reloaded below)
     baseline_rss = psutil.Process().memory_info().rss
@@ -381,8 +382,7 @@ def benchmark(
             runner.close()
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     runs.index.name = "iteration"
-    name = path.name.removesuffix(".gguf")
-    return BenchmarkResult(name, path, config, runs, system_info(loaded))
+    return BenchmarkResult(model_label(model, found), path, config, runs, system_info(loaded))
 
 
 def compare(models: list[str | os.PathLike[str]], **options: Any) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from .chat_template import ChatFormat, TemplateChoice, check_override, choose_template
+from .download import ProgressCallback, pull_model
 from .engine import LoadedModel, use_model
 from .errors import ContextOverflowError, InvalidArgumentError
 from .llama_backend import llama_cpp
@@ -368,7 +369,9 @@ class Chat:
     """A conversation with a local GGUF model.
 
     Args:
-        model: a library name (see :func:`offgrid_nb.library.resolve_model`) or a path.
+        model: a library name (see :func:`offgrid_nb.library.find_model`), a path, or a Hub
+            reference (``owner/repo:Q4_K_M``, ``hf.co/owner/repo:Q4_K_M``, ``owner/repo``),
+            downloaded first when it is not here yet (:func:`offgrid_nb.download.pull_model`).
         system: an optional system prompt, kept when old turns are dropped.
         n_ctx: context window in tokens (default: the model's, capped by the settings).
         n_threads: CPU threads (default: physical cores).
@@ -377,6 +380,8 @@ class Chat:
         seed: a sampling seed for reproducible replies.
         template: a chat template override: a llama.cpp built-in name (``"gemma"``,
             ``"llama2"``...), ``"none"`` (continue the text, as for a base model) or Jinja.
+        progress: called with :class:`offgrid_nb.download.DownloadProgress` events while a
+            Hub model is downloaded.
 
     ``template_choice`` says which template the model got (see
     :mod:`offgrid_nb.chat_template`); when it is a base model, replies continue the text.
@@ -398,9 +403,11 @@ class Chat:
         max_tokens: int = 512,
         seed: int | None = None,
         template: str | None = None,
+        progress: ProgressCallback | None = None,
     ) -> None:
         check_options(temperature=temperature, max_tokens=max_tokens, n_ctx=n_ctx)
         check_override(template)
+        path = pull_model(model, progress=progress)
         self.model = model
         self.system = system
         self.temperature = float(temperature)
@@ -409,7 +416,7 @@ class Chat:
         self.usage: Usage | None = None
         self.dropped_turns = 0
         self._messages: list[Message] = []
-        with _ModelRef(model, n_ctx, n_threads).use() as loaded:  # fail now, not at a message
+        with _ModelRef(path, n_ctx, n_threads).use() as loaded:  # fail now, not at a message
             self._format = chat_format(loaded, template)
         self.template_choice = self._format.choice
         self._model = _ModelRef(loaded.path, n_ctx, n_threads)  # the file: no scan per turn

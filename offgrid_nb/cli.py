@@ -67,8 +67,8 @@ def _non_negative_int(text: str) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """``offgrid search``: blocks for people, JSON for scripts."""
-    from .hub import search
     from .render import search_blocks, to_json
+    from .search_fit import search
 
     df = search(
         args.query,
@@ -276,12 +276,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _resolve_or_offer(name: str) -> str:
-    """A local model name, or (for a catalog alias on a terminal) download it first."""
+    """A local model, or a Hub reference downloaded first (with progress), or (for a catalog
+    alias on a terminal) a download offered first."""
     from .catalog import lookup
-    from .library import resolve_model
+    from .download import download, pull_model
+    from .render import ProgressPrinter
 
     try:
-        return str(resolve_model(name))
+        return str(pull_model(name, progress=ProgressPrinter(sys.stdout)))
     except NotFoundError as exc:
         entry = lookup(name)
         if entry is None:
@@ -292,9 +294,6 @@ def _resolve_or_offer(name: str) -> str:
         answer = input(f"{name} is not downloaded. Download {entry.repo_id}? [Y/n] ")
         if answer.strip().lower() not in ("", "y", "yes"):
             raise NotFoundError(exc.message, hint=f"get it with: {command}") from None
-    from .download import download
-    from .render import ProgressPrinter
-
     return str(download(entry.repo_id, entry.filename, progress=ProgressPrinter(sys.stdout)))
 
 

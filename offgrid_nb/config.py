@@ -8,7 +8,8 @@ environment once, at import), so a notebook can point at a mirror after importin
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,13 +18,69 @@ import platformdirs
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import get_token
 
+from .errors import InvalidArgumentError
+
 APP_NAME = "offgrid_nb"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _TRUE = {"1", "true", "yes", "on"}
+# Where other tools keep their models (see offgrid_nb.sources), in the order listings show them.
+SOURCE_IDS = ("offgrid", "hf-cache", "lmstudio", "ollama", "llama.cpp", "folder")
 
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def _paths(text: str) -> tuple[Path, ...]:
+    """Folders from an ``os.pathsep``-separated list (empty entries ignored)."""
+    return tuple(Path(p).expanduser() for p in text.split(os.pathsep) if p.strip())
+
+
+def _user_cache(env: Mapping[str, str]) -> Path:
+    """``$XDG_CACHE_HOME``, else ``~/.cache`` (where the HF cache and llama.cpp's live on Linux)."""
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+
+
+def _lmstudio_dirs(env: Mapping[str, str]) -> tuple[Path, ...]:
+    """LM Studio's models folders, current and older; ``OFFGRID_LMSTUDIO_DIRS`` replaces them."""
+    home = Path.home()
+    return _paths(env.get("OFFGRID_LMSTUDIO_DIRS", "")) or (
+        home / ".lmstudio/models",
+        home / ".cache/lm-studio/models",
+    )
+
+
+def _hf_cache(env: Mapping[str, str]) -> Path:
+    """The Hugging Face cache as ``huggingface_hub`` resolves it, but now, not at its import."""
+    if env.get("HF_HUB_CACHE"):
+        return Path(env["HF_HUB_CACHE"]).expanduser()
+    home = env.get("HF_HOME")
+    return (Path(home).expanduser() if home else _user_cache(env) / "huggingface") / "hub"
+
+
+def _llama_cache(env: Mapping[str, str]) -> Path:
+    """llama.cpp's download cache: ``LLAMA_CACHE``, else its per-platform default."""
+    if env.get("LLAMA_CACHE"):
+        return Path(env["LLAMA_CACHE"]).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "llama.cpp"
+    if sys.platform == "win32" and env.get("LOCALAPPDATA"):
+        return Path(env["LOCALAPPDATA"]) / "llama.cpp"
+    return _user_cache(env) / "llama.cpp"
+
+
+def _sources(text: str | None) -> tuple[str, ...]:
+    """Which model sources are on: ``OFFGRID_SOURCES`` (comma-separated ids, or ``all``)."""
+    if not text or text.strip().lower() == "all":
+        return SOURCE_IDS
+    wanted = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    unknown = [s for s in wanted if s not in SOURCE_IDS]
+    if unknown:
+        raise InvalidArgumentError(
+            f"Unknown model source in OFFGRID_SOURCES: {', '.join(unknown)}",
+            hint=f"known: {', '.join(SOURCE_IDS)}, or all",
+        )
+    return wanted
 
 
 @dataclass(frozen=True)
@@ -43,6 +100,14 @@ class Settings:
     # 4 fill a 100 MB/s link of 25 MB/s connections and cost nothing on a fast LAN (loopback),
     # where 8 lose ~20% to CPU; 8-16 pay off only on links far faster than 4 connections
     download_connections: int = 4
+    # Model sources (offgrid_nb.sources): which are on, and where each looks. A folder that
+    # does not exist is skipped, so "all" means all that exist.
+    sources: tuple[str, ...] = SOURCE_IDS
+    hf_cache_dir: Path | None = None  # None: not looked at
+    lmstudio_dirs: tuple[Path, ...] = ()
+    ollama_dir: Path | None = None
+    llama_cache_dir: Path | None = None
+    model_dirs: tuple[Path, ...] = ()  # OFFGRID_MODEL_DIRS: any other folders of GGUF files
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced (``None`` values are ignored)."""
@@ -83,6 +148,15 @@ def get_settings(**overrides: object) -> Settings:
         token=env.get("HF_TOKEN") or get_token(),
         offline=_env_flag("HF_HUB_OFFLINE") or hf_constants.HF_HUB_OFFLINE,
         cache_dir=Path(cache_dir).expanduser(),
+        sources=_sources(env.get("OFFGRID_SOURCES")),
+        hf_cache_dir=_hf_cache(env),
+        lmstudio_dirs=_paths(env.get("OFFGRID_LMSTUDIO_DIRS", ""))
+        or (Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio" / "models"),
+        ollama_dir=Path(
+            env.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models"
+        ).expanduser(),
+        llama_cache_dir=_llama_cache(env),
+        model_dirs=_paths(env.get("OFFGRID_MODEL_DIRS", "")),
     )
     for name, key in (
         ("max_ctx", "OFFGRID_MAX_CTX"),

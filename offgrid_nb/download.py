@@ -63,14 +63,15 @@ from .jsonfile import write_json
 from .library import (
     PART_SUFFIX,
     SIDECAR_SUFFIX,
-    Manifest,
-    ManifestFile,
     StrPath,
     hash_file,
     is_safe_relative_path,
     model_lock,
+    resolve_model,
     scan,
 )
+from .manifest import Manifest, ManifestFile
+from .refs import parse_hub_ref
 from .sizes import format_size
 
 READ_SIZE = 1 << 20  # bytes per socket read while downloading (see _use_large_reads)
@@ -947,11 +948,48 @@ def download(
     return finals[0]
 
 
+def pull_model(
+    name: StrPath,
+    *,
+    progress: ProgressCallback | None = None,
+    models_dir: StrPath | None = None,
+) -> Path:
+    """The local file of ``name``; a Hub reference that is not here yet is downloaded first,
+    as ``ollama run`` does.
+
+    Args:
+        name: anything :func:`offgrid_nb.library.resolve_model` accepts; ``owner/repo:QUANT``,
+            ``hf.co/owner/repo:QUANT``, ``owner/repo/file.gguf`` or ``owner/repo`` (the
+            recommended variant) are fetched when no local model matches.
+        progress: called with :class:`DownloadProgress` events while downloading.
+        models_dir: our models folder (default: the configured one).
+
+    Returns:
+        The file to load (shard 1 of a split model).
+
+    Raises:
+        NotFoundError: no local model matches and it is not a Hub reference, or the Hub has
+            no such repo or variant.
+        AmbiguousError: several local models match.
+        OfflineError, DownloadError...: as :func:`download`.
+    """
+    try:
+        return resolve_model(name, models_dir)
+    except NotFoundError:
+        ref = parse_hub_ref(str(name))
+        if ref is None:
+            raise
+    return download(
+        ref.repo_id, ref.file, quant=ref.quant, models_dir=models_dir, progress=progress
+    )
+
+
 __all__ = [
     "DownloadProgress",
     "ProgressCallback",
     "check_connections",
     "download",
     "local_path",
+    "pull_model",
     "select_variant",
 ]

@@ -29,7 +29,7 @@ from .config import get_settings
 from .errors import InsufficientMemoryError, ModelLoadError
 from .fit import TOO_LARGE, available_memory, estimate_memory, fit_verdict
 from .gguf_info import GGUFInfo, inspect_file
-from .library import resolve_model
+from .library import model_label, resolve_model
 from .llama_backend import clear_log, llama_cpp, recent_log
 from .sizes import format_size
 
@@ -46,14 +46,10 @@ class LoadedModel:
     n_gpu_layers: int
     embedding: bool = False  # loaded for embeddings (pooled vectors), not generation
     requested: tuple[Any, ...] = ()  # the load_model() arguments that gave this model
+    name: str = ""  # its file name without .gguf (links not followed), or its Ollama name
     closed: bool = False  # set, under ``lock``, when llama.cpp has freed it
     lock: threading.Lock = field(default_factory=threading.Lock)  # one user at a time
     last_used: float = field(default_factory=time.monotonic)  # when its last user let go
-
-    @property
-    def name(self) -> str:
-        """The file name without ``.gguf``."""
-        return self.path.name.removesuffix(".gguf")
 
 
 _current: LoadedModel | None = None
@@ -166,7 +162,8 @@ def load_model(
         ModelLoadError: llama.cpp refused it; the message quotes llama.cpp's reason.
     """
     global _current
-    path = resolve_model(model).resolve()
+    found = resolve_model(model)
+    path = found.resolve()  # one model however it is named (HF cache files are links)
     requested = (path, n_ctx, n_threads, n_gpu_layers, embedding)
     current = _current
     if current is not None and current.requested == requested and not current.closed:
@@ -207,7 +204,8 @@ def load_model(
                 hint="the file may be damaged (offgrid verify NAME) or use an architecture "
                 "this llama.cpp build does not support",
             ) from exc
+        name = model_label(model, found)
         _current = LoadedModel(
-            path, llama, info, n_ctx, n_threads, n_gpu_layers, embedding, requested
+            path, llama, info, n_ctx, n_threads, n_gpu_layers, embedding, requested, name
         )
         return _current

@@ -100,6 +100,12 @@ class InsufficientMemoryError(OffgridError, MemoryError):
     http_status = 507
 
 
+class ReadOnlySourceError(OffgridError, PermissionError):
+    """The model belongs to another tool (HF cache, Ollama, LM Studio...): we never delete it."""
+
+    http_status = 409
+
+
 class ModelLoadError(OffgridError):
     """llama.cpp refused to load a model that passed our header checks."""
 

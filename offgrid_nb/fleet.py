@@ -22,7 +22,6 @@ import inspect
 import math
 import os
 import platform
-import re
 import sys
 import threading
 import time
@@ -40,6 +39,7 @@ from .config import get_settings, settings_override
 from .download import download, local_path, select_variant
 from .errors import ClusterError, InvalidArgumentError, NotFoundError, OffgridError, OfflineError
 from .library import find_model
+from .refs import HubModel, parse_hub_ref, strip_hub_prefix
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -52,25 +52,6 @@ FLEET_COLUMNS = ["host", "worker", "download_s", "error", "task_start", "task_en
 PACKAGES = ("offgrid-nb", "llama-cpp-python")  # must match between the client and the workers
 POLL_INTERVAL = 0.02  # seconds between checks for finished tasks and for a cancel
 WORKER_CHECK_INTERVAL = 1.0  # seconds between checks that the workers tasks wait for still exist
-_HUB_REF = re.compile(r"(?P<repo>[\w.-]+/[\w.-]+)(?::(?P<quant>[\w.-]+)|/(?P<file>.+\.gguf))?")
-
-
-@dataclass(frozen=True)
-class HubModel:
-    """A model as the workers fetch it: a Hub repo and a file or a quantization.
-
-    With neither, the repo's recommended variant (:func:`offgrid_nb.hub.best_variant`).
-    """
-
-    repo_id: str
-    file: str | None = None
-    quant: str | None = None
-    revision: str | None = None
-
-    def __str__(self) -> str:
-        if self.file:
-            return f"{self.repo_id}/{self.file}"
-        return f"{self.repo_id}:{self.quant}" if self.quant else self.repo_id
 
 
 @dataclass(frozen=True)
@@ -106,10 +87,10 @@ def hub_model(spec: str | os.PathLike[str] | HubModel) -> HubModel:
     """
     if isinstance(spec, HubModel):
         return spec
-    text = str(spec).strip().removeprefix("hf.co/").removeprefix("huggingface.co/")
-    match = None if Path(text).expanduser().is_file() else _HUB_REF.fullmatch(text)
-    if match:
-        return HubModel(match["repo"], file=match["file"], quant=match["quant"])
+    text = strip_hub_prefix(str(spec).strip())
+    ref = None if Path(text).expanduser().is_file() else parse_hub_ref(text)
+    if ref is not None:
+        return ref
     try:
         local = find_model(text)
     except (NotFoundError, InvalidArgumentError) as exc:

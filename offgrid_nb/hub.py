@@ -585,8 +585,6 @@ def search(
     min_downloads: int = 0,
     max_size: int | str | None = None,
     only_gguf: bool = True,
-    ram_gb: float | None = None,
-    fits_only: bool = False,
 ) -> pd.DataFrame:
     """Search the Hub for GGUF models, one row per repo.
 
@@ -602,22 +600,16 @@ def search(
         min_downloads: drop repos with fewer downloads.
         max_size: only variants at most this big: bytes, or text such as ``"4GB"``.
         only_gguf: only repos that have GGUF files.
-        ram_gb: add ``fits`` (``"fits"``, ``"tight"``, ``"too large"``) and ``total_gb`` for
-            this much memory, in GB, at a 4096-token context, and recommend the best variant
-            that fits (see :func:`offgrid_nb.fit.add_fits`; one header read per repo).
-        fits_only: drop repos with no variant that fits, even tightly (with ``ram_gb`` unset,
-            against the RAM available now).
 
     Returns:
         DataFrame with columns ``id, author, downloads, likes, created_at, last_modified, gated,
         tags, library_name, pipeline_tag, n_variants, quants, best_file, best_quant, best_size,
-        best_size_gb, param_size, is_chat, score, download_command, variants`` (and ``fits``,
-        ``total_gb`` with ``ram_gb`` or ``fits_only``); ``df.attrs["total"]`` is the number of
-        rows, ``df.attrs["scanned"]`` how many repos the Hub's list call returned before our
-        exact filters.
+        best_size_gb, param_size, is_chat, score, download_command, variants``;
+        ``df.attrs["total"]`` is the number of rows, ``df.attrs["scanned"]`` how many repos
+        the Hub's list call returned before our exact filters.
 
     Raises:
-        InvalidArgumentError: a bad sort, limit, size, download count or ram_gb.
+        InvalidArgumentError: a bad sort, limit, size or download count.
         HubUnavailableError, OfflineError, GatedRepoError: as the Hub answers.
     """
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
@@ -626,11 +618,6 @@ def search(
         )
     if isinstance(min_downloads, bool) or not isinstance(min_downloads, int) or min_downloads < 0:
         raise InvalidArgumentError(f"Invalid min_downloads: {min_downloads!r} (must be >= 0)")
-    fitting = ram_gb is not None or fits_only
-    if fitting:
-        from .fit import add_fits, available_memory  # fit builds on this module
-
-        available_memory(ram_gb)  # a bad ram_gb fails here, before any request
     q = _Query(
         query=(query or "").strip() or None,
         author=(author or "").strip() or None,
@@ -650,9 +637,7 @@ def search(
         cached = _run_search(q, settings)
         with _cache_lock:
             _search_cache[key] = cached
-    if not fitting:
-        return cached.copy(deep=True)
-    return add_fits(cached, ram_gb=ram_gb, drop_too_large=fits_only)
+    return cached.copy(deep=True)
 
 
 __all__ = [

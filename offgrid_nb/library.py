@@ -1,21 +1,28 @@
-"""The local models folder: list, resolve, verify and remove models, and their manifests.
+"""The models on this machine: list, resolve, verify and remove them, across model sources.
 
-Downloads land at ``<models_dir>/<org>/<repo>/<path in repo>``. Beside the first file of each
-downloaded model :mod:`offgrid_nb.download` writes ``<file>.offgrid.json`` (a :class:`Manifest`:
-where the model came from and the sha256 of every shard). GGUF files copied in by hand are
-models too; they just have no manifest. Work files (``.part``, ``.part.json``, ``.lock``) and
-split models with missing shards are not models.
+Our own folder (``offgrid``) holds downloads at ``<models_dir>/<org>/<repo>/<path in repo>``,
+each with a manifest (:mod:`offgrid_nb.manifest`) beside its first file; GGUF files copied in
+by hand are models too. The other sources (:mod:`offgrid_nb.sources`: the HF cache, LM Studio,
+Ollama, llama.cpp's cache, extra folders) are used in place and never changed. Work files
+(``.part``, ``.part.json``, ``.lock``) and split models with missing shards are not models.
+
+**Names.** A model is called by its name in its source (the file name without ``.gguf`` and
+shard suffix; Ollama's ``llama3.2:1b``). When several models share a name, the one in our
+folder keeps it and the others get their source as a prefix, ``<source>:<name>``
+(``hf-cache:Qwen2.5-0.5B-Instruct-Q4_K_M``, ``ollama:llama3.2:1b``); if that still repeats,
+``<source>:<key>`` (the path in the source's folder; for our folder, the path alone). The
+prefixed form always works, colliding or not.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
+import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -24,82 +31,30 @@ from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
 from . import names
-from .config import get_settings
+from .config import SOURCE_IDS, get_settings
 from .errors import (
     AlreadyDownloadingError,
     AmbiguousError,
     ChecksumMismatchError,
     InvalidArgumentError,
     NotFoundError,
+    ReadOnlySourceError,
 )
-from .jsonfile import write_json
+from .manifest import MANIFEST_SUFFIX, Manifest, ManifestFile, manifest_path
+from .refs import HubModel, parse_hub_ref
+from .sources import OFFGRID, LocalModel, ModelSource, enabled_sources, model_name
 
-MANIFEST_SUFFIX = ".offgrid.json"
 PART_SUFFIX = ".part"  # bytes of a download in progress
 SIDECAR_SUFFIX = ".part.json"  # what those bytes are (see offgrid_nb.download)
 LOCK_SUFFIX = ".lock"
 HASH_BLOCK = 1 << 20  # bytes read at a time when hashing a file
 LOCK_POLL = 0.2  # seconds between checks for a cancel while waiting for a lock
+OLLAMA_BLOB = re.compile(r"sha256-[0-9a-f]{64}")  # a GGUF in Ollama's store has no suffix
 StrPath = str | os.PathLike[str]
 COLUMNS = [
-    "name", "path", "size", "quant", "param_size", "repo_id", "sha256", "downloaded_at",
-    "n_shards",
+    "name", "source", "path", "size", "quant", "param_size", "repo_id", "sha256",
+    "downloaded_at", "n_shards",
 ]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ManifestFile:
-    """One file of a downloaded model: its path in the repo, sha256 and size."""
-
-    path: str
-    sha256: str | None
-    size: int | None
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """Where a downloaded model came from; stored as JSON beside its first file."""
-
-    repo_id: str
-    revision: str
-    commit: str | None
-    filename: str  # the first file's path in the repo
-    files: tuple[ManifestFile, ...]
-    quant: str | None
-    param_size: str | None
-    downloaded_at: str  # ISO 8601, UTC
-
-    def save(self, model_path: Path) -> None:
-        """Write the manifest of ``model_path`` atomically."""
-        write_json(manifest_path(model_path), asdict(self), indent=2)
-
-    @classmethod
-    def load(cls, model_path: Path) -> Manifest | None:
-        """The manifest of ``model_path``; ``None`` when there is none or it is unreadable."""
-        try:
-            data = json.loads(manifest_path(model_path).read_text(encoding="utf-8"))
-            files = tuple(ManifestFile(**f) for f in data.pop("files"))
-            return cls(**data, files=files)
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            return None
-
-    def sha256_of(self, local_file: Path) -> str | None:
-        """The recorded sha256 of a shard, matched by file name (shards share one folder)."""
-        return next((f.sha256 for f in self.files if Path(f.path).name == local_file.name), None)
-
-
-@dataclass(frozen=True)
-class LocalModel:
-    """A model in the models folder: one GGUF file, or all shards of a split model."""
-
-    name: str
-    files: tuple[Path, ...]  # shard 1 first
-    manifest: Manifest | None
-
-    @property
-    def path(self) -> Path:
-        """The file llama.cpp loads (shard 1 of a split model)."""
-        return self.files[0]
 
 
 def is_safe_relative_path(path: str) -> bool:
@@ -113,11 +68,6 @@ def is_safe_relative_path(path: str) -> bool:
         or bool(PureWindowsPath(path).anchor)
         or any(part in ("", ".", "..") for part in path.split("/"))
     )
-
-
-def manifest_path(model_path: Path) -> Path:
-    """Where the manifest of the model whose first file is ``model_path`` lives."""
-    return model_path.with_name(model_path.name + MANIFEST_SUFFIX)
 
 
 def hash_file(path: Path) -> hashlib._Hash:
@@ -174,47 +124,64 @@ def _root(models_dir: StrPath | None) -> Path:
     return Path(models_dir).expanduser() if models_dir else get_settings().models_dir
 
 
-def _model_name(path: Path) -> str:
-    variant = names.parse_filename(path.name).variant
-    return variant[: -len(".gguf")] if variant.lower().endswith(".gguf") else variant
+def _sources(root: Path) -> list[ModelSource]:
+    return enabled_sources(get_settings(), root)
+
+
+_SOURCE_ORDER = {source: i for i, source in enumerate(SOURCE_IDS)}
+
+
+def _unique_names(models: list[LocalModel]) -> list[str]:
+    """Each model's name in the listing (the rule is in the module's docstring)."""
+    everywhere = Counter(m.name for m in models)
+    ours = Counter(m.name for m in models if m.source == OFFGRID)
+    per_source = Counter((m.source, m.name) for m in models)
+    unique = []
+    for m in models:
+        if everywhere[m.name] == 1:
+            unique.append(m.name)
+        elif m.source == OFFGRID:
+            unique.append(m.name if ours[m.name] == 1 else m.key)
+        else:
+            unique.append(f"{m.source}:{m.name if per_source[m.source, m.name] == 1 else m.key}")
+    return unique
 
 
 def scan(models_dir: StrPath | None = None) -> list[LocalModel]:
-    """Every complete model in the models folder, by name.
+    """Every complete model in the enabled sources, under names unique across them.
 
     Args:
-        models_dir: the folder (default: the configured models folder).
+        models_dir: our models folder (default: the configured one); the other sources come
+            from the settings (:mod:`offgrid_nb.config`).
 
     Returns:
-        One :class:`LocalModel` per single-file model and per split model with all its shards.
+        One :class:`LocalModel` per single-file model and per split model with all its shards,
+        by name, our folder first among equal names. A file that two sources reach (a folder
+        listed twice) is listed once, under the first; within a source every name stays (Ollama
+        tags of one blob).
     """
-    root = _root(models_dir)
-    groups: dict[tuple[Path, str], list[tuple[int, int, Path]]] = {}
-    for path in root.rglob("*.gguf") if root.is_dir() else ():
-        if path.is_file() and names.is_model_file(path.name):
-            index, total = names.parse_shard(path.name) or (1, 1)
-            groups.setdefault((path.parent, _model_name(path)), []).append((index, total, path))
-    models = []
-    for (_, name), shards in groups.items():
-        shards.sort()
-        if [index for index, _, _ in shards] != list(range(1, shards[0][1] + 1)):
-            continue  # a split model with missing shards (or a download in progress)
-        first = shards[0][2]
-        files = tuple(path for _, _, path in shards)
-        models.append(LocalModel(name, files, Manifest.load(first)))
-    return sorted(models, key=lambda m: (m.name.lower(), str(m.path)))
+    found = [m for source in _sources(_root(models_dir)) for m in source.models()]
+    found.sort(key=lambda m: (_SOURCE_ORDER[m.source], m.name.lower(), str(m.path)))
+    owner: dict[Path, str] = {}
+    distinct = []
+    for model in found:
+        real = model.path.resolve()
+        if owner.setdefault(real, model.source) == model.source:
+            distinct.append(model)
+    distinct.sort(key=lambda m: (m.name.lower(), _SOURCE_ORDER[m.source], str(m.path)))
+    return [replace(m, name=n) for m, n in zip(distinct, _unique_names(distinct), strict=True)]
 
 
 def _row(model: LocalModel) -> dict[str, Any]:
     manifest = model.manifest
-    parsed = names.parse_filename(model.path.name)
     return {
         "name": model.name,
+        "source": model.source,
         "path": str(model.path),
         "size": sum(p.stat().st_size for p in model.files),
-        "quant": manifest.quant if manifest else parsed.quant,
-        "param_size": manifest.param_size if manifest else parsed.param_size,
-        "repo_id": manifest.repo_id if manifest else None,
+        "quant": model.quant,
+        "param_size": model.param_size,
+        "repo_id": model.repo_id,
         "sha256": manifest.sha256_of(model.path) if manifest else None,
         "downloaded_at": manifest.downloaded_at if manifest else None,
         "n_shards": len(model.files),
@@ -222,38 +189,72 @@ def _row(model: LocalModel) -> dict[str, Any]:
 
 
 def list_models(models_dir: StrPath | None = None) -> pd.DataFrame:
-    """The models in the models folder, one row each, by name.
+    """The models on this machine, one row each, by name, from every enabled source.
 
     Args:
-        models_dir: the folder (default: ``OFFGRID_MODELS_DIR``, else the platform data dir).
+        models_dir: our models folder (default: ``OFFGRID_MODELS_DIR``, else the platform data
+            dir); the other sources come from the settings (``OFFGRID_SOURCES``...).
 
     Returns:
-        DataFrame with columns ``name, path, size, quant, param_size, repo_id, sha256,
-        downloaded_at, n_shards``; ``size`` covers all shards, ``downloaded_at`` is a UTC
-        timestamp; files copied in by hand have no ``repo_id``, ``sha256`` or ``downloaded_at``.
+        DataFrame with columns ``name, source, path, size, quant, param_size, repo_id, sha256,
+        downloaded_at, n_shards``: ``name`` resolves back to the model (:func:`find_model`),
+        ``source`` is ``offgrid``, ``hf-cache``, ``lmstudio``, ``ollama``, ``llama.cpp`` or
+        ``folder``; ``size`` covers all shards; ``sha256`` and ``downloaded_at`` (UTC) come
+        from our manifests, so only models we downloaded have them.
     """
     df = pd.DataFrame([_row(m) for m in scan(models_dir)], columns=COLUMNS)
     df["downloaded_at"] = pd.to_datetime(df["downloaded_at"], utc=True, format="ISO8601")
     return df
 
 
-def unique_names(names: Sequence[str], paths: Sequence[StrPath], root: Path) -> list[str]:
-    """What to call each model: its name, or its path in the models folder where names repeat
-    (both resolve back to the model with :func:`resolve_model`)."""
-    counts = Counter(names)
-    return [
-        name if counts[name] == 1 else Path(path).relative_to(root).as_posix()
-        for name, path in zip(names, paths, strict=True)
+def _split_source(text: str) -> tuple[str | None, str]:
+    """``("ollama", "llama3.2:1b")`` for ``"ollama:llama3.2:1b"``; ``(None, text)`` without a
+    source prefix."""
+    for source in SOURCE_IDS:
+        if text.startswith(f"{source}:"):
+            return source, text[len(source) + 1 :]
+    return None, text
+
+
+def _repo_path(model: LocalModel, file: Path) -> str | None:
+    """Where a model's file is in its Hub repo, when the source keeps the repo's layout."""
+    if model.repo_id is None or not model.key.startswith(f"{model.repo_id}/"):
+        return None
+    return PurePosixPath(model.key).with_name(file.name).as_posix()[len(model.repo_id) + 1 :]
+
+
+def _relative_names(model: LocalModel) -> set[str]:
+    """The file names and in-source paths of every shard."""
+    return {f.name for f in model.files} | {
+        PurePosixPath(model.key).with_name(f.name).as_posix() for f in model.files
+    }
+
+
+def _by_hub_ref(models: list[LocalModel], ref: HubModel) -> list[LocalModel]:
+    """The local copy of the Hub variant ``ref`` names: by repo and quant (or file); for a repo
+    alone its best-ranked local variant. Our folder first when several sources have it."""
+    matches = [
+        m
+        for m in models
+        if m.repo_id is not None
+        and m.repo_id.lower() == ref.repo_id.lower()
+        and (ref.file is None or ref.file in {_repo_path(m, f) for f in m.files})
+        and (ref.quant is None or names.quant_matches(m.quant, ref.quant))
     ]
+    ranked = sorted(matches, key=lambda m: (names.quant_rank(m.quant), _SOURCE_ORDER[m.source]))
+    return ranked[:1]
 
 
-def _candidates(models: list[LocalModel], root: Path) -> list[str]:
-    return unique_names([m.name for m in models], [m.path for m in models], root)
+def _by_path(models: list[LocalModel], text: str) -> list[LocalModel]:
+    path = Path(text).expanduser()
+    if not path.is_file():
+        return []
+    return [m for m in models if any(path.samefile(f) for f in m.files)]
 
 
-def _unique(matches: list[LocalModel], name: str, root: Path) -> LocalModel:
+def _unique(matches: list[LocalModel], name: str) -> LocalModel:
     if len(matches) > 1:
-        candidates = _candidates(matches, root)
+        candidates = [m.name for m in matches]
         raise AmbiguousError(
             f"{name!r} matches {len(matches)} local models: {', '.join(candidates)}",
             candidates=candidates,
@@ -263,47 +264,61 @@ def _unique(matches: list[LocalModel], name: str, root: Path) -> LocalModel:
 
 
 def find_model(name: str, models_dir: StrPath | None = None) -> LocalModel:
-    """The library model ``name`` refers to (see :func:`resolve_model` for the rules).
+    """The local model ``name`` refers to, in any enabled source.
+
+    Tried in order, the first that matches wins: a path to one of its files; its name as
+    :func:`list_models` shows it (``ollama:`` / ``hf-cache:``... prefix optional when the rest
+    is unique); a file name or a path in its source's folder; a Hub reference,
+    ``owner/repo:QUANT``, ``owner/repo/file.gguf`` or ``owner/repo`` (its best-ranked local
+    variant), each optionally after ``hf.co/``, matched by the repo and quant that our
+    manifests, the HF cache and LM Studio's layout record; its name before disambiguation;
+    a unique case-insensitive part of its path in its source (``"qwen"``, ``"bartowski/"``).
+    A ``<source>:`` prefix limits all but the first to that source.
 
     Raises:
         InvalidArgumentError: ``name`` is empty.
-        AmbiguousError: several models match; ``candidates`` lists them.
-        NotFoundError: no model in the folder matches.
+        AmbiguousError: several models match; ``candidates`` lists their names.
+        NotFoundError: nothing matches; the message lists the available models.
     """
     if not isinstance(name, str | os.PathLike) or not str(name).strip():
         raise InvalidArgumentError(f"Invalid model name: {name!r}")
-    root = _root(models_dir)
-    models = scan(root)
+    models = scan(models_dir)
     text = str(name).strip()
-    path = Path(text).expanduser()
-    is_file = path.is_file()
-    by_path = [m for m in models if is_file and any(path.samefile(f) for f in m.files)]
-    relative = [
-        m for m in models if any(text in (f.name, f.relative_to(root).as_posix()) for f in m.files)
-    ]
-    exact = [m for m in models if m.name == text]
-    needle = text.lower()
-    partial = [m for m in models if needle in m.path.relative_to(root).as_posix().lower()]
-    for matches in (by_path, relative, exact, partial):
-        if matches:
-            return _unique(matches, text, root)
-    available = ", ".join(_candidates(models, root)[:10]) or "none yet"
-    raise NotFoundError(
-        f"No local model matches {text!r} in {root} (available: {available})",
-        hint="see `offgrid list`, or get a model with `offgrid download-hf <repo>`",
+    source, rest = _split_source(text)
+    pool = [m for m in models if source in (None, m.source)]
+    ref = parse_hub_ref(rest)
+    needle = rest.lower()
+    steps: tuple[Callable[[], list[LocalModel]], ...] = (
+        lambda: _by_path(models, text),
+        lambda: (
+            [m for m in models if m.name == text]
+            or [m for m in pool if m.name.removeprefix(f"{m.source}:") == rest]
+        ),
+        lambda: [m for m in pool if rest in _relative_names(m)],
+        lambda: _by_hub_ref(pool, ref) if ref else [],
+        lambda: [m for m in pool if model_name(m.path) == rest],
+        lambda: [m for m in pool if needle in m.key.lower()],
     )
+    for step in steps:
+        matches = step()
+        if matches:
+            return _unique(matches, text)
+    available = ", ".join(m.name for m in models[:10]) or "none yet"
+    hint = "see `offgrid list`, or get a model with `offgrid download-hf <repo>`"
+    if ref is not None:
+        hint = f"`offgrid run {ref}` and og.Chat({str(ref)!r}) download it first"
+    raise NotFoundError(f"No local model matches {text!r} (available: {available})", hint=hint)
 
 
 def resolve_model(name: StrPath, models_dir: StrPath | None = None) -> Path:
     """The GGUF file to load for ``name``.
 
-    Tried in order: an existing ``.gguf`` file path (anywhere); a file name or path in the
-    models folder; a model name (the file name without ``.gguf`` and shard suffix); a unique
-    case-insensitive part of a model's path in the folder (``"qwen"``, ``"bartowski/"``).
+    An existing ``.gguf`` file (or Ollama blob) path is used as it is, anywhere; anything else
+    as :func:`find_model` resolves it.
 
     Args:
         name: what the user typed.
-        models_dir: the folder (default: the configured models folder).
+        models_dir: our models folder (default: the configured one).
 
     Returns:
         The file to load (shard 1 of a split model).
@@ -313,27 +328,45 @@ def resolve_model(name: StrPath, models_dir: StrPath | None = None) -> Path:
         NotFoundError: nothing matches; the message lists the available models.
     """
     path = Path(name).expanduser()
-    if path.suffix.lower() == ".gguf" and path.is_file():
+    is_model_path = path.suffix.lower() == ".gguf" or OLLAMA_BLOB.fullmatch(path.name)
+    if is_model_path and path.is_file():
         return path
     return find_model(str(name), models_dir).path
 
 
+def model_label(name: StrPath, path: Path) -> str:
+    """What to call the model ``name`` resolved to: the file name of ``path`` (as resolved,
+    before links are followed) without ``.gguf``; for an Ollama blob, named by its hash, the
+    name given."""
+    if OLLAMA_BLOB.fullmatch(path.name) and Path(name).expanduser() != path:
+        return str(name)
+    return path.name.removesuffix(".gguf")
+
+
 def remove_model(name: StrPath, models_dir: StrPath | None = None) -> list[Path]:
-    """Delete a model from the models folder: all its shards, its manifest and work files.
+    """Delete a model from our models folder: all its shards, its manifest and work files.
 
     Args:
-        name: as for :func:`resolve_model`, but only models inside the folder can be removed.
-        models_dir: the folder (default: the configured models folder).
+        name: as for :func:`find_model`; only models of our own folder can be removed.
+        models_dir: our models folder (default: the configured one).
 
     Returns:
         The paths deleted.
 
     Raises:
+        ReadOnlySourceError: the model belongs to another tool; the hint says how to delete it
+            there (``hf cache rm``, ``ollama rm``...).
         AlreadyDownloadingError: the model is being downloaded right now.
-        AmbiguousError, NotFoundError: as :func:`resolve_model`.
+        AmbiguousError, NotFoundError: as :func:`find_model`.
     """
     root = _root(models_dir)
     model = find_model(str(name), root)
+    if model.source != OFFGRID:
+        owner = next(s for s in _sources(root) if s.id == model.source)
+        raise ReadOnlySourceError(
+            f"{model.name} is {model.source}'s ({model.path}); offgrid never deletes it",
+            hint=owner.removal_hint(model),
+        )
     removed = []
     with model_lock(model.path, timeout=0):
         for file in model.files:
@@ -358,7 +391,7 @@ def _prune(folder: Path, root: Path) -> None:
 
 
 def verify_model(name: StrPath, models_dir: StrPath | None = None) -> bool:
-    """Re-hash every shard of a model and compare with the sha256 its manifest records.
+    """Re-hash every shard of a model and compare with the sha256 our manifest records.
 
     Args:
         name: as for :func:`resolve_model`.
@@ -366,7 +399,7 @@ def verify_model(name: StrPath, models_dir: StrPath | None = None) -> bool:
 
     Returns:
         ``True`` when every shard matches; ``False`` when the model has no recorded checksums
-        (copied in by hand), so there is nothing to compare with.
+        (copied in by hand, or another source's), so there is nothing to compare with.
 
     Raises:
         ChecksumMismatchError: a shard's bytes differ from the recorded sha256 (names the file).
@@ -389,6 +422,8 @@ def verify_model(name: StrPath, models_dir: StrPath | None = None) -> bool:
 
 
 __all__ = [
+    "COLUMNS",
+    "MANIFEST_SUFFIX",
     "LocalModel",
     "Manifest",
     "ManifestFile",
@@ -396,6 +431,7 @@ __all__ = [
     "hash_file",
     "list_models",
     "manifest_path",
+    "model_label",
     "model_lock",
     "remove_model",
     "resolve_model",

@@ -113,13 +113,14 @@ class ProgressPrinter:
 
 
 def models_table(df: pd.DataFrame) -> str:
-    """The local library as an aligned table (name, quant, size, repo, downloaded)."""
+    """The local library as an aligned table (name, source, quant, size, repo, downloaded)."""
     if df.empty:
         return "No local models yet: `offgrid search` finds one, `offgrid download-hf` gets it."
-    rows = [("NAME", "QUANT", "SIZE", "REPO", "DOWNLOADED")]
+    rows = [("NAME", "SOURCE", "QUANT", "SIZE", "REPO", "DOWNLOADED")]
     for row in df.itertuples(index=False):
         when = str(row.downloaded_at)[:16].replace("T", " ") if row.downloaded_at else "-"
-        rows.append((row.name, row.quant or "?", format_size(row.size), row.repo_id or "-", when))
+        size, repo = format_size(row.size), row.repo_id or "-"
+        rows.append((row.name, row.source, row.quant or "?", size, repo, when))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = ("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
     return "\n".join(line.rstrip() for line in lines)

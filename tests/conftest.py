@@ -52,6 +52,23 @@ def _repo(root: Path, repo_id: str, meta: dict, files: dict[str, int | Path]) ->
             _blob(folder / name, content)
 
 
+# Where other tools keep models (offgrid_nb.sources): never this machine's own folders.
+SOURCE_ENV = ("HF_HUB_CACHE", "OFFGRID_LMSTUDIO_DIRS", "OLLAMA_MODELS", "LLAMA_CACHE")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_machine_sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Point every model source at an empty folder, so no test sees (or depends on) the HF
+    cache, LM Studio, Ollama or llama.cpp models of the machine it runs on."""
+    empty = tmp_path_factory.mktemp("no-sources")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in SOURCE_ENV:
+            patch.setenv(name, str(empty / name.lower()))
+        patch.delenv("OFFGRID_MODEL_DIRS", raising=False)
+        patch.delenv("OFFGRID_SOURCES", raising=False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight llama GGUF (F32), generated once per session."""
@@ -226,6 +243,101 @@ def unknown_arch_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+# --- other tools' model folders (tests/test_sources.py, tests/test_server.py) -------------------
+
+
+class SourceLayouts:
+    """Builds the folders other tools keep models in, as those tools lay them out, under
+    ``root``; the settings point at them (the environment variables each tool reads)."""
+
+    def __init__(self, root: Path, endpoint: str) -> None:
+        self.root, self.endpoint = root, endpoint
+        self.hf_cache = root / "hf-cache"
+        self.lmstudio = root / "lmstudio" / "models"
+        self.ollama = root / "ollama" / "models"
+        self.llama_cache = root / "llama.cpp"
+        self.extra = root / "extra"
+
+    def hub_download(self, repo_id: str, filename: str) -> Path:
+        """``hf_hub_download`` from the mirror into the HF cache: the real cache layout."""
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(
+            repo_id, filename, cache_dir=self.hf_cache, endpoint=self.endpoint, token=False
+        )
+        return Path(path)
+
+    def lmstudio_model(self, org: str, repo: str, filename: str, source: Path) -> Path:
+        """A file in LM Studio's ``<org>/<repo>/`` folders."""
+        target = self.lmstudio / org / repo / filename
+        _link_or_copy(source, target)
+        return target
+
+    def llama_cpp_model(self, repo_id: str, filename: str, source: Path) -> Path:
+        """A file as ``llama-cli -hf`` caches it: flat name plus its ``manifest=`` JSON."""
+        owner, repo = repo_id.split("/")
+        target = self.llama_cache / f"{owner}_{repo}_{filename}"
+        _link_or_copy(source, target)
+        manifest = self.llama_cache / f"manifest={owner}={repo}=latest.json"
+        manifest.write_text(json.dumps({"ggufFile": {"rfilename": filename, "size": 1}}))
+        return target
+
+    def ollama_blob(self, content: bytes) -> str:
+        """Store ``content`` as Ollama does (``blobs/sha256-<hex>``); returns its digest."""
+        digest = hashlib.sha256(content).hexdigest()
+        blob = self.ollama / "blobs" / f"sha256-{digest}"
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(content)
+        return f"sha256:{digest}"
+
+    def ollama_model(
+        self,
+        name: str,
+        content: bytes,
+        *,
+        file_type: str = "Q8_0",
+        host: str = "registry.ollama.ai",
+    ) -> Path:
+        """An Ollama model ``[namespace/]model:tag``: model and config blobs, and the manifest
+        (schema 2, as ``ollama pull`` writes it) naming them."""
+        path, tag = name.rsplit(":", 1)
+        namespace, model = path.split("/") if "/" in path else ("library", path)
+        config = json.dumps({"model_format": "gguf", "file_type": file_type, "model_type": "1M"})
+        layers = [
+            (self.ollama_blob(content), "application/vnd.ollama.image.model", len(content)),
+            (self.ollama_blob(b'{"stop": ["</s>"]}'), "application/vnd.ollama.image.params", 18),
+        ]
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "digest": self.ollama_blob(config.encode()),
+                "size": len(config),
+            },
+            "layers": [{"mediaType": t, "digest": d, "size": n} for d, t, n in layers],
+        }
+        target = self.ollama / "manifests" / host / namespace / model / tag
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(manifest))
+        return target
+
+
+@pytest.fixture
+def sources(
+    gguf_hub: MirrorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> SourceLayouts:
+    """Every other source on, each at an empty folder of its own (built by the test), and
+    ``gguf_hub`` as the Hub."""
+    layouts = SourceLayouts(tmp_path / "tools", gguf_hub.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(layouts.hf_cache))
+    monkeypatch.setenv("OFFGRID_LMSTUDIO_DIRS", str(layouts.lmstudio))
+    monkeypatch.setenv("OLLAMA_MODELS", str(layouts.ollama))
+    monkeypatch.setenv("LLAMA_CACHE", str(layouts.llama_cache))
+    monkeypatch.setenv("OFFGRID_MODEL_DIRS", str(layouts.extra))
+    return layouts
 
 
 # --- the notebooks' Hub (tests/test_notebooks.py, tests/test_browser.py) ------------------------

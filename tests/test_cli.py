@@ -141,8 +141,9 @@ def test_download_list_verify_rm(hub, capsys, tmp_path):
 
     code, out, _ = run(capsys, "list")
     assert code == 0
-    assert out.splitlines()[0].split() == ["NAME", "QUANT", "SIZE", "REPO", "DOWNLOADED"]
-    assert out.splitlines()[1].split()[:4] == ["tiny-llama-F32", "F32", "5.1", "MB"]
+    head = ["NAME", "SOURCE", "QUANT", "SIZE", "REPO", "DOWNLOADED"]
+    assert out.splitlines()[0].split() == head
+    assert out.splitlines()[1].split()[:5] == ["tiny-llama-F32", "offgrid", "F32", "5.1", "MB"]
 
     code, out, _ = run(capsys, "verify")
     assert (code, out.split()) == (0, ["OK", "tiny-llama-F32"])

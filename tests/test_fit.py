@@ -21,7 +21,7 @@ from offgrid_nb.fit import (
     recommended_variant,
 )
 from offgrid_nb.gguf_info import inspect_file
-from offgrid_nb.hub import search
+from offgrid_nb.search_fit import search
 from offgrid_nb.synthetic import TinyModelSpec, write_tiny_model
 
 FIT_REPO = "offgrid-test/fit-GGUF"

@@ -207,6 +207,27 @@ async def test_local_models_in_openais_list_shape(fetch, library):
     assert model["loaded"] is False
 
 
+async def test_models_of_other_sources_by_their_names(fetch, library, sources, gguf_hub_root):
+    tiny = gguf_hub_root / "offgrid-test" / "fit-GGUF" / "fit-Q8_0.gguf"
+    sources.ollama_model("tinyllama:1b", tiny.read_bytes())
+    sources.hub_download("offgrid-test/fit-GGUF", "fit-Q4_K_M.gguf")
+    status, listed = await fetch("GET", "models")
+    assert status == 200
+    assert {m["id"]: m["source"] for m in listed["data"]} == {
+        MODEL: "offgrid",
+        "fit-Q4_K_M": "hf-cache",
+        "tinyllama:1b": "ollama",
+    }
+    for name in ("tinyllama:1b", "ollama:tinyllama:1b", "offgrid-test/fit-GGUF:Q4_K_M"):
+        request = {"model": name, "messages": HELLO, "max_tokens": 2}
+        status, reply = await fetch("POST", "chat/completions", request)
+        assert status == 200, reply
+    request = {"model": "hf.co/offgrid-test/fit-GGUF:Q2_K", "messages": HELLO}
+    status, error = await fetch("POST", "chat/completions", request)  # not here: no pull
+    assert status == 404
+    assert "offgrid run offgrid-test/fit-GGUF:Q2_K" in error["error"]["hint"]
+
+
 async def test_chat_completion_whole_and_streamed(fetch, jp_fetch, library, api):
     request = {"model": MODEL, "messages": HELLO, "max_tokens": 6, "temperature": 0}
     status, whole = await fetch("POST", "chat/completions", request)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -34,16 +33,13 @@ from ..embed import check_texts
 from ..errors import InvalidArgumentError, NotFoundError, OffgridError
 from ..gguf_info import inspect_file
 from ..library import list_models, remove_model
+from ..refs import parse_hub_ref
 from . import params, responses
 from .handlers import OffgridHandler, run_reply
 from .keep_alive import parse_duration
 from .threads import in_thread
 
 NS = 1_000_000_000
-# hf.co/owner/repo:QUANT, as Ollama and llama.cpp name Hub models (the quant is optional).
-_HUB_NAME = re.compile(
-    r"(?:hf\.co/|huggingface\.co/)?(?P<repo>[\w.-]+/[\w.-]+)(?::(?P<quant>[\w.-]+))?"
-)
 
 
 def _now() -> str:
@@ -269,7 +265,7 @@ class TagsHandler(OllamaHandler):
 
     def _models(self) -> list[responses.JSON]:
         df = list_models(self.api.models_dir)
-        listed = responses.model_list(df, self.api.models_dir, None, [None] * len(df))["data"]
+        listed = responses.model_list(df, None, [None] * len(df))["data"]
         return [
             {
                 "name": entry["id"],
@@ -347,8 +343,8 @@ class PullHandler(OllamaHandler):
         """Download (streamed progress by default)."""
         body = self.body()
         name = self.model_field(body)
-        match = _HUB_NAME.fullmatch(name)
-        if match is None:
+        ref = parse_hub_ref(name)
+        if ref is None:
             raise InvalidArgumentError(
                 f"Invalid model to pull: {name!r}", hint="name it hf.co/owner/repo[:QUANT]"
             )
@@ -363,7 +359,7 @@ class PullHandler(OllamaHandler):
 
         def fetch() -> Path:
             return download(
-                match["repo"], quant=match["quant"], models_dir=self.api.models_dir,
+                ref.repo_id, ref.file, quant=ref.quant, models_dir=self.api.models_dir,
                 progress=progress, cancel=cancel,
             )  # fmt: skip
 

@@ -208,7 +208,9 @@ def variants_query(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def safe_model_name(name: str) -> str:
-    """A library model's name as a client gave it, never a path outside the models folder.
+    """A model's name as a client gave it: as ``GET /v1/models`` lists it (``llama3.2:1b``,
+    ``hf-cache:NAME``) or a Hub reference (``owner/repo:Q4_K_M``, ``hf.co/owner/repo:Q4_K_M``);
+    never a path outside the models folder.
 
     Raises:
         UnsafePathError: absolute, ``~``, ``..``, backslashes or NUL.

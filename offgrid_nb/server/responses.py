@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..library import unique_names
-
 if TYPE_CHECKING:
     from ..chat import Reply, Usage
     from ..engine import LoadedModel
@@ -119,22 +117,21 @@ def header_summary(info: GGUFInfo | None) -> JSON:
 
 def model_list(
     df: pd.DataFrame,
-    root: Path,
     loaded: LoadedModel | None,
     templates: list[str | None],
     headers: dict[str, GGUFInfo | None] | None = None,
 ) -> JSON:
-    """The local library in OpenAI's ``GET /v1/models`` shape, plus size, quantization, the
-    chat template each model gets (``templates``, one per row) and :func:`header_summary` of
-    each model when ``headers`` maps its path to its header."""
+    """The local library in OpenAI's ``GET /v1/models`` shape (ids are the library's unique
+    names), plus source, size, quantization, the chat template each model gets (``templates``,
+    one per row) and :func:`header_summary` of each model when ``headers`` maps its path to its
+    header."""
     data = []
-    ids = unique_names(list(df["name"]), list(df["path"]), root)
-    for model_id, row, template in zip(ids, _records(df), templates, strict=True):
+    for row, template in zip(_records(df), templates, strict=True):
         path = Path(row["path"])
         created = row["downloaded_at"].timestamp() if row["downloaded_at"] else path.stat().st_mtime
         data.append(
             {
-                "id": model_id,
+                "id": row["name"],
                 "object": "model",
                 "created": int(created),
                 "owned_by": (row["repo_id"] or "local").split("/")[0],
@@ -143,6 +140,7 @@ def model_list(
                 "quantization": row["quant"],
                 "parameter_size": row["param_size"],
                 "repo_id": row["repo_id"],
+                "source": row["source"],
                 "template": template,
                 "loaded": loaded is not None and loaded.path == path.resolve(),
                 **(header_summary(headers.get(row["path"])) if headers is not None else {}),
@@ -171,13 +169,18 @@ def embeddings(model: str, vectors: np.ndarray, tokens: int, *, base64: bool) ->
     }
 
 
+def _shown_path(path: Path, root: Path) -> str:
+    """A model file as the API shows it: relative to our folder, else (other sources) whole."""
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
 def model_details(model: LocalModel, root: Path, info: GGUFInfo, loaded: bool) -> JSON:
     """``GET /v1/models/{name}``: one local model, its files and its header."""
     manifest = model.manifest
     return {
         "id": model.name,
         "object": "model",
-        "files": [path.relative_to(root).as_posix() for path in model.files],
+        "files": [_shown_path(path, root) for path in model.files],
         "size": sum(path.stat().st_size for path in model.files),
         "quantization": info.quant,
         "repo_id": manifest.repo_id if manifest else None,

@@ -22,8 +22,8 @@ from ..engine import load_model, loaded_model, unload_model
 from ..errors import OffgridError, UnsupportedModelError
 from ..fit import available_memory, estimate_memory, fit_verdict, recommend
 from ..gguf_info import GGUFInfo, inspect_file, inspect_gguf
-from ..hub import search
 from ..library import find_model, list_models, remove_model, verify_model
+from ..search_fit import search
 from . import responses
 from .config import OffgridAPI
 from .jobs import DownloadJobs
@@ -76,11 +76,12 @@ class ApiState:
         return Path(configured).expanduser() if configured else get_settings().models_dir
 
     def model_path(self, name: str) -> Path:
-        """The file of the library model ``name`` (never a file outside the models folder)."""
+        """The file of the library model ``name``, in any enabled source (a name, never a path
+        the request chose: :func:`offgrid_nb.server.params.model_name` refuses those)."""
         return find_model(name, self.models_dir).path
 
     def search(self, **options: Any) -> responses.JSON:
-        """``/v1/search``: :func:`offgrid_nb.hub.search` in OffGrid's shape."""
+        """``/v1/search``: :func:`offgrid_nb.search_fit.search` in OffGrid's shape."""
         return responses.search_results(search(**options))
 
     def inspect(
@@ -104,12 +105,11 @@ class ApiState:
 
     def library(self, *, details: bool = False) -> responses.JSON:
         """``/v1/models``: the local models (with ``details``, what their headers say)."""
-        root = self.models_dir
-        df = list_models(root)
+        df = list_models(self.models_dir)
         headers = {path: _header(Path(path)) for path in df["path"]} if details else None
         choices = [file_template(Path(path)) for path in df["path"]]
         templates = [choice.describe() if choice else None for choice in choices]
-        return responses.model_list(df, root, loaded_model(), templates, headers)
+        return responses.model_list(df, loaded_model(), templates, headers)
 
     def model_details(self, name: str) -> responses.JSON:
         """``GET /v1/models/{name}``: one local model and what its header says."""
