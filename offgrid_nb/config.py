@@ -39,6 +39,9 @@ class Settings:
     hub_timeout: float = 10.0
     hub_retries: int = 3
     max_ctx: int = 4096  # default context cap: a model's own (often 128k) would exhaust RAM
+    # Replies decoded together (each slot has its own n_ctx of KV cache): 1 in a notebook
+    # kernel; the servers set their own (OffgridAPI.parallel, 4 by measurement).
+    parallel: int = 1
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced (``None`` values are ignored)."""
@@ -82,4 +85,6 @@ def get_settings(**overrides: object) -> Settings:
     )
     if env.get("OFFGRID_MAX_CTX", "").isdigit():
         settings = replace(settings, max_ctx=int(env["OFFGRID_MAX_CTX"]))
+    if env.get("OFFGRID_PARALLEL", "").isdigit() and int(env["OFFGRID_PARALLEL"]) > 0:
+        settings = replace(settings, parallel=int(env["OFFGRID_PARALLEL"]))
     return settings.with_overrides(**{**_overrides, **overrides})

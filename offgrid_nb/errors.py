@@ -100,6 +100,12 @@ class InsufficientMemoryError(OffgridError, MemoryError):
     http_status = 507
 
 
+class GenerationError(OffgridError):
+    """llama.cpp failed while generating (a decode error)."""
+
+    http_status = 500
+
+
 class ModelLoadError(OffgridError):
     """llama.cpp refused to load a model that passed our header checks."""
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..batching import slots_status
 from ..bench import benchmark, system_info
 from ..chat import Reply, complete, generate
 from ..chat_template import file_template
@@ -38,7 +39,9 @@ class ApiState:
     def from_config(cls, config: OffgridAPI) -> ApiState:
         """A fresh state for these settings."""
         return cls(
-            config, DownloadJobs(config.max_download_jobs), ModelGate(config.max_queued_generations)
+            config,
+            DownloadJobs(config.max_download_jobs),
+            ModelGate(config.max_queued_generations, config.parallel),
         )
 
     @property
@@ -86,6 +89,7 @@ class ApiState:
             max_tokens=request.max_tokens,
             seed=request.seed,
             template=request.template,
+            parallel=self.config.parallel,
         )
 
     def start_completion(self, request: CompletionRequest) -> Reply:
@@ -99,6 +103,7 @@ class ApiState:
             max_tokens=request.max_tokens,
             stop=request.stop,
             seed=request.seed,
+            parallel=self.config.parallel,
         )
 
     def benchmark(self, model: str, **options: Any) -> responses.JSON:
@@ -114,4 +119,5 @@ class ApiState:
             "loaded_model": responses.loaded_model(loaded_model()),
             "models_dir": str(self.models_dir),
             "system": system_info(),
+            "slots": slots_status(),  # {"parallel", "busy", "queued"} of the loaded model
         }
