@@ -311,11 +311,12 @@ async def test_two_slots_generate_at_once_and_a_disconnect_frees_its_slot_at_onc
     options = {"model": MODEL, "messages": HELLO, "temperature": 0}
     streams = []
     for _ in range(2):  # OffgridAPI.parallel = 2: both generate at once
-        streams.append(await client.chat.completions.create(**options, max_tokens=1500, stream=True))
+        stream = await client.chat.completions.create(**options, max_tokens=1500, stream=True)
+        streams.append(stream)
         async for chunk in streams[-1]:
             if chunk.choices[0].delta.content:
                 break  # generating now
-    status, health = await fetch("GET", "health")
+    _, health = await fetch("GET", "health")
     assert health["slots"] == {"parallel": 2, "busy": 2, "queued": 0}
     # Both slots busy and no queue (max_queued_generations = 0): the next is refused.
     with pytest.raises(openai.APIStatusError, match="busy") as refused:
