@@ -12,8 +12,8 @@ llama-server's slots do:
   keep generating meanwhile);
 - new jobs are admitted between steps (**continuous batching**); beyond the slots they queue;
 - a slot keeps its tokens in the KV cache after its reply, and a new prompt goes to the free
-  slot that shares the longest prefix with it, so a chat's next turn evaluates only its new
-  tokens (``llama_memory_seq_rm`` drops the rest);
+  slot whose cache it mostly shares (else to the least recently used), so a chat's next turn
+  evaluates only its new tokens (``llama_memory_seq_rm`` drops the rest);
 - a prompt longer than the slot's context fails that job only.
 
 The scheduler holds the model shared (:class:`offgrid_nb.engine.ModelLock`); when someone
@@ -124,6 +124,17 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def _best_slot(free: list[_Slot], tokens: list[int]) -> _Slot:
+    """The free slot whose cache ``tokens`` reuse most of (a chat's own slot), else the least
+    recently used one (an empty one first): a shared system prompt alone is not worth another
+    conversation's cache."""
+    shared = {id(slot): _common_prefix(slot.cached, tokens) for slot in free}
+    reusable = [slot for slot in free if slot.cached and shared[id(slot)] * 2 >= len(slot.cached)]
+    if reusable:
+        return max(reusable, key=lambda slot: shared[id(slot)])
+    return min(free, key=lambda slot: slot.used)
+
+
 def _sampler(temperature: float, seed: int | None) -> Any:
     """llama-cpp-python's sampler chain for these options (its penalties are off by default)."""
     lib = llama_cpp()
@@ -231,8 +242,7 @@ class Scheduler:
             except OffgridError as exc:
                 job.events.put(("error", exc))
                 continue
-            best = max(free, key=lambda s: (_common_prefix(s.cached, tokens), -s.used))
-            self._start(best, job, tokens, stops)
+            self._start(_best_slot(free, tokens), job, tokens, stops)
 
     def _start(self, slot: _Slot, job: Job, tokens: list[int], stops: list[str]) -> None:
         """Give ``job`` the slot: keep the KV cache of the shared prefix, drop the rest."""
