@@ -383,9 +383,11 @@ def cmd_mirror(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """``offgrid serve``: the REST API (``/v1/...``) as a standalone server."""
+    from .server.config import OffgridAPI
     from .server.standalone import serve
 
-    serve(host=args.host, port=args.port, token=args.token)
+    config = OffgridAPI(parallel=args.parallel, default_threads=args.threads or 0)
+    serve(host=args.host, port=args.port, token=args.token, config=config)
     return 0
 
 
@@ -524,6 +526,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
     p.add_argument("--port", type=_non_negative_int, default=11611, help="0 picks a free port")
     p.add_argument("--token", help="require the header Authorization: Bearer TOKEN")
+    p.add_argument(
+        "--parallel",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="generations decoded together, each with its own context (default 4)",
+    )
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="default: physical cores")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("demo", help="run search -> download -> chat -> benchmark offline")
