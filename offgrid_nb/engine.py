@@ -136,7 +136,7 @@ def context_size(info: GGUFInfo, n_ctx: int | None) -> int:
 
 
 def _check_memory(info: GGUFInfo, path: Path, n_ctx: int, parallel: int) -> None:
-    estimate = estimate_memory(info, n_ctx=n_ctx * parallel)  # every slot's KV cache
+    estimate = estimate_memory(info, n_ctx=n_ctx, parallel=parallel)  # every slot's KV cache
     available = available_memory()
     if fit_verdict(estimate.total_bytes, available) != TOO_LARGE:
         return

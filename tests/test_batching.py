@@ -164,6 +164,8 @@ def test_real_batches_are_reproducible_and_a_lone_slot_equals_llama_cpp_python(r
     # Together: the same batches give the same text. Some differ from one at a time: a batch
     # of several rows takes llama.cpp's multi-row quantized matmul, whose rounding differs
     # from the one-row kernel's and flips near ties (measured: 3-5 of 8 replies of 48 tokens).
+    unload_model()  # empty slots: no cached prefix changes the batches
     first = [r.text for r in together(real_model, calls, **load)]
+    unload_model()
     assert [r.text for r in together(real_model, calls, **load)] == first
     assert all(text.strip() for text in first)

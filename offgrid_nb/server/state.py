@@ -62,11 +62,12 @@ class ApiState:
         self, repository: str, file: str, n_ctx: int | None, ram_gb: float | None
     ) -> responses.JSON:
         """``/v1/inspect``: a Hub file's GGUF header, without downloading it, and whether it
-        fits in ``ram_gb`` (default: the RAM available now) at ``n_ctx``."""
+        fits in ``ram_gb`` (default: the RAM available now) at ``n_ctx`` in each of this
+        server's ``parallel`` slots."""
         available = available_memory(ram_gb)
         info = inspect_gguf(repository, file)
         try:
-            estimate = estimate_memory(info, n_ctx)
+            estimate = estimate_memory(info, n_ctx, parallel=self.config.parallel)
         except UnsupportedModelError as exc:  # the header is still worth showing
             return responses.inspection(repository, file, info, None, None, exc)
         verdict = fit_verdict(estimate.total_bytes, available)
