@@ -4,6 +4,7 @@ Servers, each a subprocess on 127.0.0.1, same model, same threads, flash attenti
 
 - ``offgrid serve --parallel 1``: one generation at a time (the baseline: what we had);
 - ``offgrid serve --parallel 4``: parallel slots (offgrid_nb.batching);
+- with ``--before DIR``, the ``offgrid serve`` of an older tree (today's one-at-a-time code);
 - ``llama-server -np 4`` when a binary is found (``--llama-server PATH``, else on PATH), built
   from the same llama-cpp-python sdist's ``vendor/llama.cpp`` (target ``llama-server``).
 
@@ -128,6 +129,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ctx", type=int, default=1024, help="context per slot")
     parser.add_argument("--llama-server", type=Path, help="default: llama-server on PATH")
+    parser.add_argument(
+        "--before", type=Path, help="also serve an older offgrid_nb tree (e.g. `git archive`)"
+    )
     args = parser.parse_args()
     model = args.model or bundled_model.bundled_model_path(
         Path(platformdirs.user_cache_dir("offgrid_nb"))
@@ -149,6 +153,11 @@ def main() -> None:
             port = free_port()
             command = [*ours, "--port", str(port), "--parallel", str(parallel)]
             servers.append(Server(f"offgrid -parallel {parallel}", command, port, env))
+        if args.before:  # its own `offgrid serve` (no --parallel, threads: physical cores)
+            port = free_port()
+            before_env = {**env, "PYTHONPATH": str(args.before)}
+            command = [sys.executable, "-m", "offgrid_nb.cli", "serve", "--port", str(port)]
+            servers.append(Server("offgrid before", command, port, before_env))
         if binary:
             port = free_port()
             command = [
@@ -169,23 +178,26 @@ def main() -> None:
                     rows.setdefault((server.name, clients), []).append(
                         measure(server, name, clients, args.tokens)
                     )
-        report(rows, servers, args, model)
+        report(rows, servers, args, model, binary is not None)
     finally:
         for server in servers:
             server.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def report(rows, servers, args, model) -> None:
+def report(rows, servers, args, model, binary: bool) -> None:
     print(f"model {model.name}, {args.threads} threads, {args.tokens} tokens per client, "
           f"{args.ctx} context per slot, medians of {args.rounds} interleaved rounds")  # fmt: skip
     header = f"{'server':<22}{'clients':>8}{'tok/s':>9}{'1st tok ms':>12}{'x base':>8}"
-    reference = servers[2].name if len(servers) > 2 else None
+    reference = servers[-1].name if binary else None
+    names = [server.name for server in servers]
+    baseline = "offgrid before" if "offgrid before" in names else names[0]
+    print(f"x base: against {baseline}")
     print(header + (f"{'x llama-server':>16}" if reference else ""))
     median = {k: (statistics.median(a for a, _ in v), statistics.median(f for _, f in v))
               for k, v in rows.items()}  # fmt: skip
     for clients in LEVELS:
-        base = median[(servers[0].name, clients)][0]
+        base = median[(baseline, clients)][0]
         for server in servers:
             speed, first = median[(server.name, clients)]
             line = f"{server.name:<22}{clients:>8}{speed:>9.1f}{first * 1000:>12.0f}"

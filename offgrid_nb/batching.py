@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .engine import LoadedModel
-from .errors import ContextOverflowError, GenerationError, InvalidArgumentError, OffgridError
+from .errors import ContextOverflowError, GenerationError, InvalidArgumentError
 from .llama_backend import llama_cpp
 
 Prompt = Callable[[LoadedModel], tuple[list[int], list[str]]]
@@ -196,16 +196,26 @@ class Scheduler:
                     self._serve(batch)
                 with self._cond:
                     if not self._queue:
-                        self._running = False
+                        self._running = False  # a later submit starts a new thread
                         return
+        except Exception as exc:  # a bug here must not leave replies waiting forever
+            for slot in self._slots:
+                if slot.job is not None:
+                    self._finish(slot, "error", GenerationError(f"Generation failed: {exc!r}"))
+            self._hand_back()  # they start again in a new thread
+            raise
         finally:
             self._lib.llama_batch_free(batch)
-            with self._cond:
-                if self.loaded.closed:  # handed back: the next model's scheduler takes them
-                    for job in self._queue:
-                        job.events.put(("moved", None))
-                    self._queue.clear()
-                    self._running = False
+        self._hand_back()
+
+    def _hand_back(self) -> None:
+        """Queued jobs go back to be submitted again (to the next model's scheduler when this
+        one was freed)."""
+        with self._cond:
+            for job in self._queue:
+                job.events.put(("moved", None))
+            self._queue.clear()
+            self._running = False
 
     def _serve(self, batch: Any) -> None:
         """Step until no slot is busy and nothing can be admitted."""
@@ -239,7 +249,7 @@ class Scheduler:
                         f"{self.loaded.n_ctx} per slot",
                         hint="shorten it, or use a larger context (n_ctx / --ctx)",
                     )
-            except OffgridError as exc:
+            except Exception as exc:  # raised again in the reply's thread
                 job.events.put(("error", exc))
                 continue
             self._start(_best_slot(free, tokens), job, tokens, stops)
@@ -326,7 +336,7 @@ class Scheduler:
         return buffer.raw[:n]
 
     def _finish(
-        self, slot: _Slot, reason: str, error: OffgridError | None = None, *, flush: bool = True
+        self, slot: _Slot, reason: str, error: Exception | None = None, *, flush: bool = True
     ) -> None:
         """End the slot's job (its tokens stay in the KV cache for the next prompt)."""
         job = slot.job
