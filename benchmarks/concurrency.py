@@ -50,11 +50,13 @@ LEVELS = (1, 2, 4, 8)
 class Server:
     """A server subprocess on a free loopback port; ``close()`` ends it."""
 
-    def __init__(self, name: str, command: list[str], port: int, env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, command: list[str], port: int, env: dict[str, str], cwd: Path | None = None
+    ) -> None:
         self.name, self.port = name, port
         self.log = Path(tempfile.mkstemp(prefix="concurrency-", suffix=".log")[1])
         with self.log.open("wb") as log:  # the child keeps its own handle
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+            self.process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=log)
         deadline = time.monotonic() + 120
         while not self._ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -157,7 +159,8 @@ def main() -> None:
             port = free_port()
             before_env = {**env, "PYTHONPATH": str(args.before)}
             command = [sys.executable, "-m", "offgrid_nb.cli", "serve", "--port", str(port)]
-            servers.append(Server("offgrid before", command, port, before_env))
+            # run from that tree: `python -m` puts the working directory first on the path
+            servers.append(Server("offgrid before", command, port, before_env, args.before))
         if binary:
             port = free_port()
             command = [

@@ -169,3 +169,13 @@ def test_real_batches_are_reproducible_and_a_lone_slot_equals_llama_cpp_python(r
     unload_model()
     assert [r.text for r in together(real_model, calls, **load)] == first
     assert all(text.strip() for text in first)
+
+
+def test_parallel_comes_from_the_settings_by_default(tiny_model, monkeypatch):
+    assert load_model(tiny_model).parallel == 1  # a notebook kernel: one slot
+    unload_model()
+    monkeypatch.setenv("OFFGRID_PARALLEL", "3")
+    loaded = load_model(tiny_model, n_ctx=256)
+    assert loaded.parallel == 3
+    assert loaded.n_ctx == 256  # per slot
+    assert loaded.llama.n_ctx() == 3 * 256
