@@ -36,7 +36,7 @@ class Usage:
     prompt_tokens_evaluated: int  # what llama.cpp actually evaluated (the rest was cached)
     completion_tokens: int
     time_to_first_token_ms: float
-    tokens_per_second: float  # generation speed (llama.cpp's decode time per token)
+    tokens_per_second: float  # generation speed of its slot (first to last token)
 
 
 def _check_number(name: str, value: Any, low: float, high: float | None = None) -> None:
@@ -124,7 +124,9 @@ class Reply:
                 prompt_tokens=job.prompt_tokens,
                 prompt_tokens_evaluated=job.prompt_tokens_evaluated,
                 completion_tokens=job.completion_tokens,
-                time_to_first_token_ms=((first or time.perf_counter()) - job.submitted) * 1000,
+                time_to_first_token_ms=((first or time.perf_counter()) - job.submitted) * 1000
+                if job.submitted
+                else 0.0,
                 # the slot's own pace (text pieces can lag tokens: a piece waits for a
                 # complete UTF-8 character or a possible stop string)
                 tokens_per_second=(job.completion_tokens - 1) / (last - first)
