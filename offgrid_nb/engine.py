@@ -13,7 +13,7 @@
   (:func:`use_model`), and one waiting for it stops new shared holders, so a benchmark waits
   for the replies in flight and then measures alone, and a model is never freed under a user.
 - **Parallel slots**: with ``parallel`` > 1 the context holds that many sequences, each with
-  up to ``n_ctx`` tokens, in one KV cache of ``parallel * n_ctx`` cells: memory grows with
+  its own ``n_ctx`` tokens of KV cache (a stream per sequence): memory grows with
   ``parallel`` and the memory check counts every slot.
 """
 
@@ -281,16 +281,17 @@ def _split_context(llama: Any, n_ctx: int, parallel: int) -> None:
     """Give ``llama`` a context of ``parallel`` sequences of ``n_ctx`` tokens each.
 
     llama-cpp-python's ``Llama`` makes a one-sequence context; this one replaces it (sequence
-    0 is still the high-level API's). The KV cache is unified (one buffer, cells tagged by
-    sequence), as llama-server's default: measured on gemma-3-270m, 5% more tokens/s than a
-    stream per sequence, with one client and with four. The scheduler keeps each sequence
-    within ``n_ctx``, so the cache never runs out.
+    0 is still the high-level API's). Each sequence gets its own KV stream (``kv_unified``
+    off, as llama-server ``-np N --no-kv-unified``): a slot's attention reads only its own
+    cells, so a reply alone in its slot gives what llama-cpp-python gives whatever the other
+    slots hold. With one unified buffer (llama-server's default, measured ~5% more tokens/s
+    on gemma-3-270m) the masked cells of other slots changed a token of the real model.
     """
     lib = llama_cpp()
     params = type(llama.context_params).from_buffer_copy(llama.context_params)
     params.n_ctx = n_ctx * parallel
     params.n_seq_max = parallel
-    params.kv_unified = True
+    params.kv_unified = False
     single = llama._ctx
     llama._ctx = lib._internals.LlamaContext(model=llama._model, params=params, verbose=False)
     llama.context_params = params
