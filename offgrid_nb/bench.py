@@ -371,7 +371,7 @@ def benchmark(
     unload_model()  # the memory baseline must not count a model (ours is reloaded below)
     baseline_rss = psutil.Process().memory_info().rss
     threads = n_threads or default_threads()
-    with use_model(path, n_ctx=context, n_threads=threads) as loaded:
+    with use_model(path, n_ctx=context, n_threads=threads, parallel=1) as loaded:
         runner = _Runner(loaded, config, baseline_rss)
         psutil.cpu_percent(interval=None)  # start the CPU-usage window
         try:

@@ -1,9 +1,10 @@
 """Chat with a local model: :func:`complete` for one reply, :class:`Chat` for a conversation.
 
 Each turn renders the whole conversation with the model's chat template (chosen by
-:mod:`offgrid_nb.chat_template`; a base model's text is continued instead). llama-cpp-python
-keeps the tokens of the previous turn in its KV cache and evaluates only what differs (the
-common prefix is reused), so a later turn costs its new tokens, not the whole conversation.
+:mod:`offgrid_nb.chat_template`; a base model's text is continued instead). Replies are
+decoded by :mod:`offgrid_nb.batching`, several at once when ``parallel`` > 1; a slot keeps the
+tokens of its last reply in its KV cache and a conversation's next turn goes to the slot that
+shares its prefix, so a later turn costs its new tokens, not the whole conversation.
 When a conversation would overflow the context window, :class:`Chat` drops the oldest turns;
 the system prompt is always kept. :func:`generate` continues a plain text prompt, exactly as
 llama-cpp-python's ``Llama.create_completion`` does.
@@ -12,17 +13,17 @@ llama-cpp-python's ``Llama.create_completion`` does.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, overload
 
+from .batching import Job, Prompt, run
 from .chat_template import ChatFormat, TemplateChoice, check_override, choose_template
 from .download import ProgressCallback, pull_model
-from .engine import LoadedModel, use_model
+from .engine import LoadedModel, load_model, share_model
 from .errors import ContextOverflowError, InvalidArgumentError
-from .llama_backend import llama_cpp
 
 Message = dict[str, str]
 ROLES = ("system", "user", "assistant")
@@ -36,9 +37,9 @@ class Usage:
     prompt_tokens_evaluated: int  # what llama.cpp actually evaluated (the rest was cached)
     completion_tokens: int
     time_to_first_token_ms: float
-    tokens_per_second: float  # generation speed (llama.cpp's decode time per token)
-    prompt_eval_ms: float = 0.0  # llama.cpp's time evaluating the prompt
-    eval_ms: float = 0.0  # llama.cpp's time generating
+    tokens_per_second: float  # generation speed of its slot (first to last token)
+    prompt_eval_ms: float = 0.0  # from submission to the first token (queue wait included)
+    eval_ms: float = 0.0  # from the first token to the last
 
 
 def _check_number(name: str, value: Any, low: float, high: float | None = None) -> None:
@@ -77,14 +78,15 @@ class Reply:
     """One reply being generated: iterate it for text pieces; ``close()`` stops it.
 
     After iteration, ``text``, ``usage`` and ``finish_reason`` (``"stop"``, ``"length"`` or
-    ``"cancelled"``) describe it. Generation holds the model (:func:`engine.use_model`), so
-    replies, benchmarks and model swaps in other threads wait for it.
+    ``"cancelled"``) describe it. Replies are decoded by the loaded model's scheduler
+    (:mod:`offgrid_nb.batching`): up to ``parallel`` together, the others wait for a slot;
+    benchmarks and model swaps in other threads wait for the running replies.
     """
 
     def __init__(
         self,
         model: _ModelRef,
-        prompt: Callable[[LoadedModel], tuple[list[int], list[str]]],
+        prompt: Prompt,
         *,
         max_tokens: int,
         temperature: float,
@@ -95,96 +97,75 @@ class Reply:
         self.usage: Usage | None = None
         self.finish_reason = "cancelled"
         self._model = model
-        self._prompt = prompt
-        self._max_tokens = max_tokens
-        self._temperature = temperature
-        self._seed = seed
-        self._stop_at_control = stop_at_control
+        self._job = Job(prompt, max_tokens, temperature, seed, stop_at_control)
         self._pieces = self._generate()
 
     def __iter__(self) -> Iterator[str]:
         return self._pieces
 
     def close(self) -> None:
-        """Stop generating (the text so far is kept)."""
+        """Stop generating (the text so far is kept); the slot is free at the next step."""
+        self.cancel()
         self._pieces.close()
+
+    def cancel(self) -> None:
+        """Stop generating, from any thread: the iteration ends at the scheduler's next step."""
+        self._job.cancelled.set()
 
     def _generate(self) -> Iterator[str]:
         pieces: list[str] = []
-        with self._model.use() as loaded:
-            tokens, stop = self._prompt(loaded)
-            llama, lib = loaded.llama, llama_cpp()
-            criteria = (
-                lib.StoppingCriteriaList([_at_control_token(loaded)])
-                if self._stop_at_control
-                else None
+        job = self._job
+        try:
+            for piece in run(self._model.load, job):
+                pieces.append(piece)
+                yield piece
+        finally:
+            self.text = "".join(pieces)
+            self.finish_reason = job.finish_reason
+            first, last = job.first_token, job.last_token
+            self.usage = Usage(
+                prompt_tokens=job.prompt_tokens,
+                prompt_tokens_evaluated=job.prompt_tokens_evaluated,
+                completion_tokens=job.completion_tokens,
+                time_to_first_token_ms=((first or time.perf_counter()) - job.submitted) * 1000
+                if job.submitted
+                else 0.0,
+                # the slot's own pace (text pieces can lag tokens: a piece waits for a
+                # complete UTF-8 character or a possible stop string)
+                tokens_per_second=(job.completion_tokens - 1) / (last - first)
+                if first and last and last > first
+                else 0.0,
+                prompt_eval_ms=(first - job.submitted) * 1000 if first and job.submitted else 0.0,
+                eval_ms=(last - first) * 1000 if first and last else 0.0,
             )
-            lib.llama_perf_context_reset(llama.ctx)
-            started = time.perf_counter()
-            first: float | None = None
-            try:
-                for chunk in llama.create_completion(
-                    prompt=tokens,
-                    max_tokens=min(self._max_tokens, loaded.n_ctx - len(tokens)),
-                    temperature=self._temperature,
-                    stop=stop,
-                    stream=True,
-                    seed=self._seed,
-                    stopping_criteria=criteria,
-                ):
-                    choice = chunk["choices"][0]
-                    if choice["text"]:
-                        first = first or time.perf_counter()
-                        pieces.append(choice["text"])
-                        yield choice["text"]
-                    if choice.get("finish_reason"):
-                        self.finish_reason = choice["finish_reason"]
-            finally:
-                self.text = "".join(pieces)
-                perf = lib.llama_perf_context(llama.ctx)
-                # The last sampled token is never evaluated, hence the +1.
-                generated = max(0, llama.n_tokens - len(tokens) + 1)
-                self.usage = Usage(
-                    prompt_tokens=len(tokens),
-                    prompt_tokens_evaluated=perf.n_p_eval,
-                    completion_tokens=generated,
-                    time_to_first_token_ms=((first or time.perf_counter()) - started) * 1000,
-                    # llama.cpp's own decode timing: text pieces can lag tokens (a piece
-                    # waits for a complete UTF-8 character or a possible stop string).
-                    tokens_per_second=perf.n_eval / perf.t_eval_ms * 1000
-                    if perf.t_eval_ms
-                    else 0.0,
-                    prompt_eval_ms=perf.t_p_eval_ms,
-                    eval_ms=perf.t_eval_ms,
-                )
 
 
 @dataclass(frozen=True)
 class _ModelRef:
-    """What to load for a reply: the model (a name or its file), the context and threads."""
+    """What to load for a reply: the model (a name or its file), the context, threads, slots."""
 
     model: str | Path
     n_ctx: int | None
     n_threads: int | None
+    parallel: int | None = None
 
-    def use(self) -> AbstractContextManager[LoadedModel]:
-        """The model, held for exclusive use (see :func:`engine.use_model`)."""
-        return use_model(self.model, n_ctx=self.n_ctx, n_threads=self.n_threads)
+    def load(self) -> LoadedModel:
+        """The model, loaded (or reused) with these options."""
+        return load_model(self.model, **self._options())
+
+    def share(self) -> AbstractContextManager[LoadedModel]:
+        """The model, held beside running replies (see :func:`engine.share_model`)."""
+        return share_model(self.model, **self._options())
+
+    def on(self, path: Path) -> _ModelRef:
+        """The same options on a resolved file (no library scan per reply)."""
+        return _ModelRef(path, self.n_ctx, self.n_threads, self.parallel)
+
+    def _options(self) -> dict[str, int | None]:
+        return {"n_ctx": self.n_ctx, "n_threads": self.n_threads, "parallel": self.parallel}
 
 
-def _at_control_token(loaded: LoadedModel) -> Callable[[Any, Any], bool]:
-    """A stopping criterion: the last token is a control token (chat markup, never text)."""
-    lib, vocab = llama_cpp(), loaded.llama._model.vocab
-
-    def stop(input_ids: Any, logits: Any) -> bool:
-        return len(input_ids) > 0 and bool(lib.llama_vocab_is_control(vocab, int(input_ids[-1])))
-
-    return stop
-
-
-def _chat_prompt(
-    fmt: ChatFormat, messages: list[Message]
-) -> Callable[[LoadedModel], tuple[list[int], list[str]]]:
+def _chat_prompt(fmt: ChatFormat, messages: list[Message]) -> Prompt:
     """The prompt of a chat reply: the conversation rendered with ``fmt``, tokenized."""
 
     def prompt(loaded: LoadedModel) -> tuple[list[int], list[str]]:
@@ -231,6 +212,7 @@ def complete(
     max_tokens: int = 512,
     seed: int | None = None,
     template: str | None = None,
+    parallel: int | None = None,
 ) -> Reply:
     """Start one reply to ``messages`` (stateless, as an OpenAI chat completion).
 
@@ -243,6 +225,7 @@ def complete(
         max_tokens: the longest reply, in tokens.
         seed: a sampling seed for reproducible replies.
         template: a chat template override: a llama.cpp built-in name, ``"none"`` or Jinja.
+        parallel: replies the model decodes together (default: the ``parallel`` setting).
 
     Returns:
         A :class:`Reply`; iterate it to generate.
@@ -254,13 +237,14 @@ def complete(
     check_options(temperature=temperature, max_tokens=max_tokens, n_ctx=n_ctx)
     check_override(template)
     messages = check_messages(messages)
-    with _ModelRef(model, n_ctx, n_threads).use() as loaded:  # fail now, not at the first piece
+    ref = _ModelRef(model, n_ctx, n_threads, parallel)
+    with ref.share() as loaded:  # fail now, not at the first piece
         prompt = _chat_prompt(chat_format(loaded, template), messages)
         tokens, _ = prompt(loaded)
         if len(tokens) + _reply_room(loaded.n_ctx, max_tokens) > loaded.n_ctx:
             raise _overflow(len(tokens), loaded.n_ctx)
     return Reply(
-        _ModelRef(loaded.path, n_ctx, n_threads),  # the file: no library scan per reply
+        ref.on(loaded.path),
         prompt,
         max_tokens=max_tokens,
         temperature=temperature,
@@ -280,6 +264,7 @@ def generate(
     max_tokens: int = 512,
     stop: str | list[str] | None = None,
     seed: int | None = None,
+    parallel: int | None = None,
 ) -> str: ...
 
 
@@ -295,6 +280,7 @@ def generate(
     max_tokens: int = 512,
     stop: str | list[str] | None = None,
     seed: int | None = None,
+    parallel: int | None = None,
 ) -> Reply: ...
 
 
@@ -309,6 +295,7 @@ def generate(
     max_tokens: int = 512,
     stop: str | list[str] | None = None,
     seed: int | None = None,
+    parallel: int | None = None,
 ) -> str | Reply:
     """Continue ``prompt`` (no chat template), as ``Llama.create_completion`` does.
 
@@ -322,6 +309,7 @@ def generate(
         max_tokens: the longest continuation, in tokens.
         stop: strings that end the text (not included in it).
         seed: a sampling seed for reproducible text.
+        parallel: replies the model decodes together (default: the ``parallel`` setting).
 
     Returns:
         The generated text, or with ``stream=True`` a :class:`Reply`.
@@ -338,12 +326,13 @@ def generate(
     def tokens(loaded: LoadedModel) -> tuple[list[int], list[str]]:
         return _tokens(loaded, prompt, add_bos=True), stops
 
-    with _ModelRef(model, n_ctx, n_threads).use() as loaded:
+    ref = _ModelRef(model, n_ctx, n_threads, parallel)
+    with ref.share() as loaded:
         count = len(tokens(loaded)[0])
         if count >= loaded.n_ctx:
             raise _overflow(count, loaded.n_ctx)
     reply = Reply(
-        _ModelRef(loaded.path, n_ctx, n_threads),
+        ref.on(loaded.path),
         tokens,
         max_tokens=max_tokens,
         temperature=temperature,
@@ -404,6 +393,7 @@ class Chat:
         seed: int | None = None,
         template: str | None = None,
         progress: ProgressCallback | None = None,
+        parallel: int | None = None,
     ) -> None:
         check_options(temperature=temperature, max_tokens=max_tokens, n_ctx=n_ctx)
         check_override(template)
@@ -416,10 +406,11 @@ class Chat:
         self.usage: Usage | None = None
         self.dropped_turns = 0
         self._messages: list[Message] = []
-        with _ModelRef(path, n_ctx, n_threads).use() as loaded:  # fail now, not at a message
+        ref = _ModelRef(path, n_ctx, n_threads, parallel)
+        with ref.share() as loaded:  # fail now, not at a message
             self._format = chat_format(loaded, template)
         self.template_choice = self._format.choice
-        self._model = _ModelRef(loaded.path, n_ctx, n_threads)  # the file: no scan per turn
+        self._model = ref.on(loaded.path)
 
     @property
     def history(self) -> list[Message]:
@@ -462,7 +453,7 @@ class Chat:
             raise InvalidArgumentError("Empty message", hint="type something to send")
         self._messages.append({"role": "user", "content": text})
         try:
-            with self._model.use() as loaded:
+            with self._model.share() as loaded:
                 self._fit(loaded)  # drop old turns now; the reply re-renders what is left
         except InvalidArgumentError:  # e.g. the template refused it: the message is not sent
             if self._messages and self._messages[-1]["content"] is text:

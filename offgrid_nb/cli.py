@@ -396,9 +396,14 @@ def cmd_mirror(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """``offgrid serve``: the REST API (``/v1/...``) as a standalone server."""
+    from .server.config import OffgridAPI
     from .server.standalone import serve
 
-    serve(host=args.host, port=args.port, token=args.token, ollama_port=args.ollama_port)
+    config = OffgridAPI(parallel=args.parallel, default_threads=args.threads or 0)
+    serve(
+        host=args.host, port=args.port, token=args.token, config=config,
+        ollama_port=args.ollama_port,
+    )  # fmt: skip
     return 0
 
 
@@ -584,6 +589,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="also listen on PORT (11434 is Ollama's), for clients set up for Ollama",
     )
+    p.add_argument(
+        "--parallel",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="generations decoded together, each with its own context (default 4)",
+    )
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="default: physical cores")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("ps", help="show the model a running server has loaded")

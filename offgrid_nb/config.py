@@ -108,6 +108,9 @@ class Settings:
     ollama_dir: Path | None = None
     llama_cache_dir: Path | None = None
     model_dirs: tuple[Path, ...] = ()  # OFFGRID_MODEL_DIRS: any other folders of GGUF files
+    # Replies decoded together (each slot has its own n_ctx of KV cache): 1 in a notebook
+    # kernel; the servers set their own (OffgridAPI.parallel, 4 by measurement).
+    parallel: int = 1
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced (``None`` values are ignored)."""
@@ -164,4 +167,6 @@ def get_settings(**overrides: object) -> Settings:
     ):
         if env.get(key, "").isdigit():
             settings = replace(settings, **{name: int(env[key])})
+    if env.get("OFFGRID_PARALLEL", "").isdigit() and int(env["OFFGRID_PARALLEL"]) > 0:
+        settings = replace(settings, parallel=int(env["OFFGRID_PARALLEL"]))
     return settings.with_overrides(**{**_overrides, **overrides})

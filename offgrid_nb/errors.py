@@ -106,6 +106,12 @@ class ReadOnlySourceError(OffgridError, PermissionError):
     http_status = 409
 
 
+class GenerationError(OffgridError):
+    """llama.cpp failed while generating (a decode error)."""
+
+    http_status = 500
+
+
 class ModelLoadError(OffgridError):
     """llama.cpp refused to load a model that passed our header checks."""
 

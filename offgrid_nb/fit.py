@@ -149,6 +149,7 @@ def estimate_memory(
     *,
     n_batch: int = DEFAULT_BATCH,
     weights_bytes: int | None = None,
+    parallel: int = 1,
 ) -> MemoryEstimate:
     """Estimate the memory llama.cpp needs to run a model (formula in the module docstring).
 
@@ -162,6 +163,8 @@ def estimate_memory(
             For a split model ``info`` describes one shard, so the default is its tensor data
             times ``split_count`` (shards are cut to a maximum size, so this errs high); pass the
             sum of the shards' sizes for an exact figure.
+        parallel: slots decoded together, each with its own ``n_ctx`` of KV cache
+            (:func:`offgrid_nb.engine.load_model`); the compute buffer is shared.
 
     Returns:
         A :class:`MemoryEstimate`.
@@ -173,7 +176,7 @@ def estimate_memory(
     """
     per_element = _kv_bytes_per_element(kv_type)
     n_ctx = default_context(info) if n_ctx is None else n_ctx
-    for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch)):
+    for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch), ("parallel", parallel)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidArgumentError(f"Invalid {name}: {value!r} (must be a whole number >= 1)")
     need = _required(
@@ -189,6 +192,7 @@ def estimate_memory(
     kv_heads = sum(info.n_head_kv_by_layer or ()) or need["block_count"] * n_head_kv
     cells = -(-n_ctx // KV_PADDING) * KV_PADDING
     kv_cache = int(cells * kv_heads * (head_dim + (info.head_dim_v or head_dim)) * per_element)
+    kv_cache *= parallel
 
     tokens = min(n_batch, n_ctx)
     floats_per_token = max(

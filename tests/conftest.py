@@ -389,6 +389,7 @@ def jp_server_config():
             "ServerApp": {"jpserver_extensions": {"offgrid_nb": True}},
             "OffgridAPI": {
                 "max_queued_generations": 0,
+                "parallel": 2,  # two generations at once, none waiting
                 "max_download_jobs": 1,
                 "default_threads": 1,  # benchmarks leave a core to the IOLoop
             },

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from offgrid_nb import llama_backend
+from offgrid_nb import engine, llama_backend
 from offgrid_nb.cli import main
 from offgrid_nb.errors import InvalidArgumentError, UnsupportedModelError
 from offgrid_nb.fit import (
@@ -248,3 +248,18 @@ def test_cli_search_ram(gguf_hub, capsys):
     out = capsys.readouterr().out
     assert '"fits": "fits"' in out
     assert "big-vocab" not in out
+
+
+def test_parallel_slots_kv_cache_is_counted_for_every_slot(tiny_model, monkeypatch):
+    info = inspect_file(tiny_model)
+    estimate = estimate_memory(info, n_ctx=512, parallel=3)
+    assert estimate.kv_cache_bytes == 3 * estimate_memory(info, n_ctx=512).kv_cache_bytes
+    monkeypatch.setattr(llama_backend, "_LOG", deque(maxlen=100_000))
+    loaded = engine.load_model(tiny_model, n_ctx=512, parallel=3)
+    try:
+        kv = [_BUFFER.search(line) for line in llama_backend.recent_log(100_000)]
+        kv = [int(float(m.group(3)) * MiB) for m in kv if m and m.group(2) == "KV"]
+        assert kv[-1] == estimate.kv_cache_bytes  # the slots' context, as llama.cpp allocated it
+        assert loaded.llama.n_ctx() == 3 * 512
+    finally:
+        engine.unload_model()

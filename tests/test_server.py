@@ -95,6 +95,7 @@ async def test_health_under_a_non_root_base_url(fetch, jp_base_url, hub):
     assert health["version"]
     assert health["system"]["logical_cores"] >= 1
     assert health["model_requests_in_flight"] == 0
+    assert health["slots"]["busy"] == health["slots"]["queued"] == 0
 
 
 async def test_requests_without_the_token_get_403(fetch, hub):
@@ -281,8 +282,8 @@ async def check_openai_client(base_url, api_key):
         await client.chat.completions.create(**{**options, "model": "no-such-model"})
 
 
-async def test_a_disconnected_stream_stops_generating_and_frees_the_model(
-    jupyter_v1, jp_serverapp, library, api, monkeypatch
+async def test_two_slots_generate_at_once_and_a_disconnect_frees_its_slot_at_once(
+    jupyter_v1, jp_serverapp, fetch, library, api, monkeypatch
 ):
     replies = []  # what the server generates, to see how each reply ended
     start_reply = api.start_reply
@@ -295,21 +296,31 @@ async def test_a_disconnected_stream_stops_generating_and_frees_the_model(
     token = jp_serverapp.identity_provider.token
     client = openai.AsyncOpenAI(base_url=jupyter_v1, api_key=token, max_retries=0)
     options = {"model": MODEL, "messages": HELLO, "temperature": 0}
-    stream = await client.chat.completions.create(**options, max_tokens=1500, stream=True)
-    async for chunk in stream:
-        if chunk.choices[0].delta.content:
-            break  # generating now
-    # One generation at a time and no queue (max_queued_generations = 0): the next is refused.
+    streams = []
+    for _ in range(2):  # OffgridAPI.parallel = 2: both generate at once
+        stream = await client.chat.completions.create(**options, max_tokens=1500, stream=True)
+        streams.append(stream)
+        async for chunk in streams[-1]:
+            if chunk.choices[0].delta.content:
+                break  # generating now
+    _, health = await fetch("GET", "health")
+    assert health["slots"] == {"parallel": 2, "busy": 2, "queued": 0}
+    # Both slots busy and no queue (max_queued_generations = 0): the next is refused.
     with pytest.raises(openai.APIStatusError, match="busy") as refused:
         await client.chat.completions.create(**options, max_tokens=2)
     assert refused.value.status_code == 503
-    await stream.close()
-    await wait_for(lambda: api.gate.in_flight == 0)
-    assert replies[0].finish_reason == "cancelled"
-    assert replies[0].usage.completion_tokens < 1500
-    assert not loaded_model().lock.locked()
+    await streams[0].close()
+    await wait_for(lambda: api.gate.in_flight == 1)
+    # The freed slot takes the next request while the other stream still generates.
     whole = await client.chat.completions.create(**options, max_tokens=2)
     assert whole.choices[0].finish_reason in ("stop", "length")
+    assert replies[0].finish_reason == "cancelled"
+    assert replies[0].usage.completion_tokens < 1500
+    assert replies[1].usage is None  # still generating
+    await streams[1].close()
+    await wait_for(lambda: api.gate.in_flight == 0)
+    await wait_for(lambda: not loaded_model().lock.locked())  # the scheduler let go
+    assert replies[1].finish_reason == "cancelled"
 
 
 async def test_benchmark_returns_the_benchmark_json(fetch, library):

@@ -24,11 +24,18 @@ class OffgridAPI(Configurable):
         help="Downloads that may run at once; one more is refused with 503 until one ends.",
     ).tag(config=True)
 
+    parallel = Int(
+        4,
+        min=1,
+        help="Generations decoded together (slots); each slot has its own context of KV "
+        "cache, so memory grows with it. 4 measured best (benchmarks/concurrency.py).",
+    ).tag(config=True)
+
     max_queued_generations = Int(
         4,
         min=0,
-        help="Chat completions and benchmarks that may wait while the model is busy "
-        "(one runs at a time); one more is refused with 503.",
+        help="Chat completions and benchmarks that may wait while every slot is busy; "
+        "one more is refused with 503.",
     ).tag(config=True)
 
     default_threads = Int(

@@ -281,6 +281,14 @@ def run_reply(
 class GenerationHandler(OffgridHandler):
     """What the chat and text completion endpoints share: the gate, whole or streamed answers."""
 
+    reply_in_flight: Reply | None = None
+
+    def on_connection_close(self) -> None:
+        """The client went away: its reply's slot is freed at the next step."""
+        super().on_connection_close()
+        if self.reply_in_flight is not None:
+            self.reply_in_flight.cancel()
+
     async def answer(
         self,
         start: Callable[[], Reply],
@@ -289,9 +297,12 @@ class GenerationHandler(OffgridHandler):
         stream: bool,
         include_usage: bool,
     ) -> None:
-        """Start a reply (model work waits its turn; 503 past the queue bound) and send it."""
+        """Start a reply (it waits for a slot; 503 past the queue bound) and send it."""
         with self.api.gate.slot():
             reply = await in_thread(start)
+            self.reply_in_flight = reply
+            if self.disconnected.is_set():
+                reply.cancel()
             if stream:
                 await self._stream(reply, completion, include_usage=include_usage)
             else:

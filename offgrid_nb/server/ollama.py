@@ -187,7 +187,10 @@ class ChatHandler(_Generation):
         template = params.checked(body, "template", "str")
 
         def start() -> Reply:
-            return complete(self.api.model_path(model), messages, template=template, **options)
+            return complete(
+                self.api.model_path(model), messages, template=template,
+                **options, **self.api.generation_options(),
+            )  # fmt: skip
 
         await self.run(
             body, start, lambda text: {"message": {"role": "assistant", "content": text}}
@@ -218,11 +221,14 @@ class GenerateHandler(_Generation):
             path = self.api.model_path(model)
             choice = file_template(path)
             if raw or choice is None or not choice.is_chat:
-                return generate(path, prompt, stream=True, stop=stop, **options)
+                return generate(
+                    path, prompt, stream=True, stop=stop, **options,
+                    **self.api.generation_options(),
+                )  # fmt: skip
             turns = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": prompt}
             ]
-            return complete(path, turns, **options)
+            return complete(path, turns, **options, **self.api.generation_options())
 
         await self.run(body, start, lambda text: {"response": text})
 

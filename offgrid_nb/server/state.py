@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..batching import slots_status
 from ..bench import benchmark, system_info
 from ..chat import Reply, complete, generate
 from ..chat_template import file_template
@@ -65,7 +66,7 @@ class ApiState:
         Raises:
             InvalidArgumentError: the keep_alive setting is not a duration.
         """
-        gate = ModelGate(config.max_queued_generations)
+        gate = ModelGate(config.max_queued_generations, config.parallel)
         keep = KeepAlive(parse_duration(config.keep_alive), gate)
         return cls(config, DownloadJobs(config.max_download_jobs), gate, keep)
 
@@ -88,11 +89,12 @@ class ApiState:
         self, repository: str, file: str, n_ctx: int | None, ram_gb: float | None
     ) -> responses.JSON:
         """``/v1/inspect``: a Hub file's GGUF header, without downloading it, and whether it
-        fits in ``ram_gb`` (default: the RAM available now) at ``n_ctx``."""
+        fits in ``ram_gb`` (default: the RAM available now) at ``n_ctx`` in each of this
+        server's ``parallel`` slots."""
         available = available_memory(ram_gb)
         info = inspect_gguf(repository, file)
         try:
-            estimate = estimate_memory(info, n_ctx)
+            estimate = estimate_memory(info, n_ctx, parallel=self.config.parallel)
         except UnsupportedModelError as exc:  # the header is still worth showing
             return responses.inspection(repository, file, info, None, None, exc)
         verdict = fit_verdict(estimate.total_bytes, available)
@@ -134,11 +136,11 @@ class ApiState:
         return complete(
             self.model_path(request.model),
             request.messages,
-            n_threads=self.config.default_threads or None,
             temperature=request.temperature,
             max_tokens=request.max_tokens,
             seed=request.seed,
             template=request.template,
+            **self.generation_options(),
         )
 
     def start_completion(self, request: CompletionRequest) -> Reply:
@@ -147,11 +149,11 @@ class ApiState:
             self.model_path(request.model),
             request.prompt,
             stream=True,
-            n_threads=self.config.default_threads or None,
             temperature=request.temperature,
             max_tokens=request.max_tokens,
             stop=request.stop,
             seed=request.seed,
+            **self.generation_options(),
         )
 
     def load(self, path: Path, *, unload: bool = False) -> None:
@@ -161,7 +163,11 @@ class ApiState:
             if current is not None and current.path == path.resolve():
                 unload_model()
             return
-        load_model(path, n_threads=self.config.default_threads or None)
+        load_model(path, **self.generation_options())
+
+    def generation_options(self) -> dict[str, int | None]:
+        """What every generation on this server is run with: threads and slots."""
+        return {"n_threads": self.config.default_threads or None, "parallel": self.config.parallel}
 
     def embed(self, model: str, texts: list[str]) -> tuple[np.ndarray, int]:
         """``/v1/embeddings`` and ``/api/embed``: one vector per text, and the token count."""
@@ -209,4 +215,5 @@ class ApiState:
             "loaded_model": responses.loaded_model(loaded_model()),
             "models_dir": str(self.models_dir),
             "system": system_info(),
+            "slots": slots_status(),  # {"parallel", "busy", "queued"} of the loaded model
         }

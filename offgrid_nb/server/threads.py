@@ -49,14 +49,16 @@ def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future
 
 
 class ModelGate:
-    """Counts model work (generations, benchmarks) in flight: one runs, ``max_waiting`` wait.
+    """Counts model work (generations, benchmarks) in flight: ``parallel`` run, ``max_waiting``
+    wait.
 
-    The core serialises the work itself (the loaded model's lock); the gate only refuses work
-    beyond the bound before any thread starts. Used from the IOLoop thread only.
+    The core schedules the work itself (slots, a benchmark alone: :mod:`offgrid_nb.batching`);
+    the gate only refuses work beyond the bound before any thread starts. Used from the IOLoop
+    thread only.
     """
 
-    def __init__(self, max_waiting: int) -> None:
-        self.limit = 1 + max_waiting
+    def __init__(self, max_waiting: int, parallel: int = 1) -> None:
+        self.limit = parallel + max_waiting
         self.in_flight = 0
 
     @contextlib.contextmanager

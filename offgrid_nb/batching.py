@@ -1,0 +1,396 @@
+"""Replies decoded together: up to ``parallel`` sequences share the loaded model's context.
+
+One :class:`Scheduler` per loaded model runs in a daemon thread while there is work, as
+llama-server's slots do:
+
+- each reply (a :class:`Job`) gets a **slot**: a sequence id of the context, with its own KV
+  cells (``n_ctx`` per slot, see :func:`offgrid_nb.engine.load_model`), its own sampler chain
+  (temperature, seed) and its own stop strings and ``max_tokens``;
+- every step is **one** ``llama_decode`` over a ``llama_batch`` whose tokens carry their slot's
+  ``seq_id``: one new token of each generating slot, then prompt tokens of admitted slots up to
+  the batch size (**chunked** prompts: a long prompt takes several steps, and the other slots
+  keep generating meanwhile);
+- new jobs are admitted between steps (**continuous batching**); beyond the slots they queue;
+- a slot keeps its tokens in the KV cache after its reply, and a new prompt goes to the free
+  slot whose cache it mostly shares (else to the least recently used), so a chat's next turn
+  evaluates only its new tokens (``llama_memory_seq_rm`` drops the rest);
+- a prompt longer than the slot's context fails that job only.
+
+The scheduler holds the model shared (:class:`offgrid_nb.engine.ModelLock`); when someone
+waits to hold it alone (a benchmark, a model swap), it admits no new job, lets the running
+ones finish and lets go; it comes back after. Jobs still queued when the model was freed are
+handed back to be submitted to the next one.
+
+Greedy (temperature 0) sampling of one slot alone gives exactly what llama-cpp-python's
+``Llama.create_completion`` gives; the samplers at other temperatures are its chain (top-k 40,
+typical 1, top-p 0.95, min-p 0.05, temperature, seeded draw).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .engine import LoadedModel
+from .errors import ContextOverflowError, GenerationError, InvalidArgumentError
+from .llama_backend import llama_cpp
+
+Prompt = Callable[[LoadedModel], tuple[list[int], list[str]]]
+
+
+@dataclass
+class Job:
+    """One reply to generate, and what the scheduler reports of it.
+
+    ``events`` carries ``("text", str)``, then ``("end", None)``, or ``("error", exc)``, or
+    ``("moved", None)`` (the model was freed before the job started: submit it again).
+    """
+
+    prompt: Prompt
+    max_tokens: int
+    temperature: float
+    seed: int | None
+    stop_at_control: bool = True
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    events: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
+    finish_reason: str = "cancelled"
+    prompt_tokens: int = 0
+    prompt_tokens_evaluated: int = 0
+    completion_tokens: int = 0
+    submitted: float = 0.0
+    first_token: float | None = None
+    last_token: float | None = None
+
+
+class _Text:
+    """A slot's text: bytes in, pieces out, cut at the first stop string (in the list's order,
+    as ``create_completion`` cuts), holding back what may be the start of one."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.data = b""
+        self.stops = stops
+        self.sent = 0
+
+    def add(self, piece: bytes) -> tuple[str, bool]:
+        """The text that can be sent now, and whether a stop string ended the reply."""
+        self.data += piece
+        text = self.data.decode("utf-8", errors="ignore")  # an unfinished character waits
+        found = [stop for stop in self.stops if stop in text]
+        if found:
+            return self._send(text, text.index(found[0])), True
+        held = max(
+            (k for stop in self.stops for k in range(1, len(stop)) if text.endswith(stop[:k])),
+            default=0,
+        )
+        return self._send(text, len(text) - held), False
+
+    def rest(self) -> str:
+        """What was held back, at the end of a reply not ended by a stop string."""
+        text = self.data.decode("utf-8", errors="ignore")
+        return self._send(text, len(text))
+
+    def _send(self, text: str, end: int) -> str:
+        piece = text[self.sent : max(end, self.sent)]
+        self.sent = max(end, self.sent)
+        return piece
+
+
+@dataclass
+class _Slot:
+    """One sequence of the context: the tokens its KV cache holds and the job it serves."""
+
+    seq: int
+    cached: list[int] = field(default_factory=list)
+    job: Job | None = None
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
+    next_token: int | None = None  # sampled, to evaluate in the next step
+    sampler: Any = None
+    text: _Text | None = None
+    max_tokens: int = 0
+    used: float = 0.0  # when it last took a job (the least recent is reused first)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _best_slot(free: list[_Slot], tokens: list[int]) -> _Slot:
+    """The free slot whose cache ``tokens`` reuse most of (a chat's own slot), else the least
+    recently used one (an empty one first): a shared system prompt alone is not worth another
+    conversation's cache."""
+    shared = {id(slot): _common_prefix(slot.cached, tokens) for slot in free}
+    reusable = [slot for slot in free if slot.cached and shared[id(slot)] * 2 >= len(slot.cached)]
+    if reusable:
+        return max(reusable, key=lambda slot: shared[id(slot)])
+    return min(free, key=lambda slot: slot.used)
+
+
+def _sampler(temperature: float, seed: int | None) -> Any:
+    """llama-cpp-python's sampler chain for these options (its penalties are off by default)."""
+    lib = llama_cpp()
+    chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+    if temperature == 0:
+        links = [lib.llama_sampler_init_greedy()]
+    else:
+        links = [
+            lib.llama_sampler_init_top_k(40),
+            lib.llama_sampler_init_typical(1.0, 1),
+            lib.llama_sampler_init_top_p(0.95, 1),
+            lib.llama_sampler_init_min_p(0.05, 1),
+            lib.llama_sampler_init_temp(temperature),
+            lib.llama_sampler_init_dist(lib.LLAMA_DEFAULT_SEED if seed is None else seed),
+        ]
+    for link in links:
+        lib.llama_sampler_chain_add(chain, link)
+    return chain
+
+
+class Scheduler:
+    """The slots of one loaded model and the thread that decodes them (see the module doc)."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self._slots = [_Slot(seq) for seq in range(loaded.parallel)]
+        self._queue: list[Job] = []
+        self._cond = threading.Condition()
+        self._running = False
+        self._lib = llama_cpp()
+        self._vocab = loaded.llama._model.vocab
+        self._n_batch = loaded.llama.n_batch
+
+    def status(self) -> dict[str, int]:
+        """``{"parallel", "busy", "queued"}``: slots, slots serving a job, jobs waiting."""
+        with self._cond:
+            busy = sum(slot.job is not None for slot in self._slots)
+            return {"parallel": len(self._slots), "busy": busy, "queued": len(self._queue)}
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; its events arrive on ``job.events``."""
+        job.submitted = time.perf_counter()
+        with self._cond:
+            if self.loaded.closed:
+                job.events.put(("moved", None))
+                return
+            self._queue.append(job)
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="offgrid-slots", daemon=True).start()
+
+    def _run(self) -> None:
+        batch = self._lib.llama_batch_init(self._n_batch, 0, 1)
+        try:
+            while True:
+                with self.loaded.lock.shared():  # waits while a benchmark holds the model
+                    if self.loaded.closed:
+                        break
+                    self._serve(batch)
+                with self._cond:
+                    if not self._queue:
+                        self._running = False  # a later submit starts a new thread
+                        return
+        except Exception as exc:  # a bug here must not leave replies waiting forever
+            for slot in self._slots:
+                if slot.job is not None:
+                    self._finish(slot, "error", GenerationError(f"Generation failed: {exc!r}"))
+            self._hand_back()  # they start again in a new thread
+            raise
+        finally:
+            self._lib.llama_batch_free(batch)
+        self._hand_back()
+
+    def _hand_back(self) -> None:
+        """Queued jobs go back to be submitted again (to the next model's scheduler when this
+        one was freed)."""
+        with self._cond:
+            for job in self._queue:
+                job.events.put(("moved", None))
+            self._queue.clear()
+            self._running = False
+
+    def _serve(self, batch: Any) -> None:
+        """Step until no slot is busy and nothing can be admitted."""
+        while True:
+            self._admit()
+            for slot in self._slots:
+                if slot.job is not None and slot.job.cancelled.is_set():
+                    self._finish(slot, "cancelled")
+            busy = [slot for slot in self._slots if slot.job is not None]
+            if not busy:
+                return
+            self._step(busy, batch)
+
+    def _admit(self) -> None:
+        while not self.loaded.lock.exclusive_waiting:
+            with self._cond:
+                free = [slot for slot in self._slots if slot.job is None]
+                if not free or not self._queue:
+                    return
+                job = self._queue.pop(0)
+            if job.cancelled.is_set():
+                job.events.put(("end", None))
+                continue
+            try:
+                tokens, stops = job.prompt(self.loaded)
+                if not tokens:
+                    raise InvalidArgumentError("Empty prompt", hint="give some text to continue")
+                if len(tokens) >= self.loaded.n_ctx:
+                    raise ContextOverflowError(
+                        f"The prompt is too long: {len(tokens)} tokens with a context of "
+                        f"{self.loaded.n_ctx} per slot",
+                        hint="shorten it, or use a larger context (n_ctx / --ctx)",
+                    )
+            except Exception as exc:  # raised again in the reply's thread
+                job.events.put(("error", exc))
+                continue
+            self._start(_best_slot(free, tokens), job, tokens, stops)
+
+    def _start(self, slot: _Slot, job: Job, tokens: list[int], stops: list[str]) -> None:
+        """Give ``job`` the slot: keep the KV cache of the shared prefix, drop the rest."""
+        keep = min(_common_prefix(slot.cached, tokens), len(tokens) - 1)  # one to evaluate
+        memory = self._lib.llama_get_memory(self.loaded.llama.ctx)
+        if not self._lib.llama_memory_seq_rm(memory, slot.seq, keep, -1):
+            self._lib.llama_memory_seq_rm(memory, slot.seq, -1, -1)
+            keep = 0
+        with self._cond:
+            slot.job, slot.used = job, time.perf_counter()
+        slot.cached, slot.pending = tokens[:keep], tokens[keep:]
+        slot.next_token = None
+        slot.sampler = _sampler(job.temperature, job.seed)
+        slot.text = _Text(stops)
+        slot.max_tokens = min(job.max_tokens, self.loaded.n_ctx - len(tokens))
+        job.prompt_tokens, job.prompt_tokens_evaluated = len(tokens), len(slot.pending)
+
+    def _step(self, busy: list[_Slot], batch: Any) -> None:
+        """One ``llama_decode``: each generating slot's token, then prompt chunks; sample."""
+        rows: list[tuple[_Slot, int]] = []  # slots sampled after the decode, at their row
+        n = 0
+
+        def add(slot: _Slot, token: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n], batch.pos[n] = token, len(slot.cached)
+            batch.n_seq_id[n], batch.seq_id[n][0], batch.logits[n] = 1, slot.seq, logits
+            slot.cached.append(token)
+            if logits:
+                rows.append((slot, n))
+            n += 1
+
+        for slot in busy:
+            if slot.next_token is not None:
+                add(slot, slot.next_token, True)
+                slot.next_token = None
+        for slot in busy:
+            take = slot.pending[: self._n_batch - n]
+            del slot.pending[: len(take)]
+            for i, token in enumerate(take):
+                add(slot, token, i == len(take) - 1 and not slot.pending)
+        batch.n_tokens = n
+        if self._lib.llama_decode(self.loaded.llama.ctx, batch) != 0:
+            for slot in busy:
+                slot.cached.clear()  # its KV cache is unknown now
+                error = GenerationError("llama.cpp failed to decode a batch")
+                self._finish(slot, "error", error)
+            return
+        ctx = self.loaded.llama.ctx
+        for slot, row in rows:
+            self._sampled(slot, self._lib.llama_sampler_sample(slot.sampler, ctx, row))
+
+    def _sampled(self, slot: _Slot, token: int) -> None:
+        job, text = slot.job, slot.text
+        assert job is not None
+        assert text is not None
+        job.completion_tokens += 1
+        job.last_token = time.perf_counter()
+        job.first_token = job.first_token or job.last_token
+        lib = self._lib
+        if lib.llama_vocab_is_eog(self._vocab, token) or (
+            job.stop_at_control and lib.llama_vocab_is_control(self._vocab, token)
+        ):
+            self._finish(slot, "stop")
+            return
+        piece, stopped = text.add(self._piece(token))
+        if piece:
+            job.events.put(("text", piece))
+        if stopped:
+            self._finish(slot, "stop", flush=False)
+        elif job.completion_tokens >= slot.max_tokens:
+            self._finish(slot, "length")
+        else:
+            slot.next_token = token
+
+    def _piece(self, token: int) -> bytes:
+        buffer = ctypes.create_string_buffer(64)
+        n = self._lib.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+        if n < 0:  # a longer piece: llama.cpp says how long
+            buffer = ctypes.create_string_buffer(-n)
+            n = self._lib.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+        return buffer.raw[:n]
+
+    def _finish(
+        self, slot: _Slot, reason: str, error: Exception | None = None, *, flush: bool = True
+    ) -> None:
+        """End the slot's job (its tokens stay in the KV cache for the next prompt)."""
+        job = slot.job
+        assert job is not None
+        if flush and slot.text is not None and error is None:
+            rest = slot.text.rest()
+            if rest:
+                job.events.put(("text", rest))
+        job.finish_reason = reason
+        self._lib.llama_sampler_free(slot.sampler)
+        slot.sampler, slot.text, slot.next_token, slot.pending = None, None, None, []
+        with self._cond:
+            slot.job = None
+        job.events.put(("error", error) if error else ("end", None))
+
+
+_scheduler: Scheduler | None = None
+_scheduler_lock = threading.Lock()
+
+
+def scheduler(loaded: LoadedModel) -> Scheduler:
+    """The scheduler of ``loaded`` (one per loaded model)."""
+    global _scheduler
+    with _scheduler_lock:
+        if _scheduler is None or _scheduler.loaded is not loaded:
+            _scheduler = Scheduler(loaded)
+        return _scheduler
+
+
+def slots_status() -> dict[str, int]:
+    """Slots of the loaded model's scheduler: ``{"parallel", "busy", "queued"}`` (zeros when
+    no reply has run on it yet)."""
+    current = _scheduler
+    if current is None or current.loaded.closed:
+        return {"parallel": 0, "busy": 0, "queued": 0}
+    return current.status()
+
+
+def run(load: Callable[[], LoadedModel], job: Job) -> Iterator[str]:
+    """Submit ``job`` to the scheduler of the model ``load()`` gives; yield its text pieces.
+
+    Raises what the job failed with (``ContextOverflowError``...). Closing the iterator
+    cancels the job: its slot is free at the next step.
+    """
+    try:
+        while True:
+            scheduler(load()).submit(job)
+            kind, value = job.events.get()
+            while kind == "text":
+                yield value
+                kind, value = job.events.get()
+            if kind == "error":
+                raise value
+            if kind == "end":
+                return
+    finally:
+        job.cancelled.set()  # a no-op after its end; else its slot is freed at the next step
