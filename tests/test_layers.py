@@ -21,6 +21,7 @@ LAYERS = [
     {"library"},
     {"download"},
     {"chat_template", "engine"},
+    {"batching"},
     {"chat", "bench", "embed"},
     {"search_fit", "fleet"},
     {"render", "repl", "demo", "cli", "server", "widgets", "__init__"},  # front ends
