@@ -65,6 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=96)
+    parser.add_argument("--parallel", type=int, default=4, help="offgrid serve --parallel")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "models" / "local"
@@ -78,7 +79,8 @@ def main() -> None:
         port = _free_port()
         env = {**os.environ, "OFFGRID_MODELS_DIR": str(Path(tmp) / "models")}
         server = subprocess.Popen(
-            [sys.executable, "-m", "offgrid_nb.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "offgrid_nb.cli", "serve", "--port", str(port),
+             "--parallel", str(args.parallel)],
             env=env, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
@@ -97,7 +99,10 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=20)
     base = statistics.median(per_token["/v1/chat/completions"])
-    print(f"model: {model}; {args.tokens} tokens per reply; {args.rounds} alternating rounds")
+    print(
+        f"model: {model}; {args.tokens} tokens per reply; {args.rounds} alternating rounds; "
+        f"--parallel {args.parallel}"
+    )
     print(f"{'endpoint':<24}{'ms/token (median)':>20}{'ratio':>8}")
     for name, values in per_token.items():
         print(
