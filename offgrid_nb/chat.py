@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from .batching import Job, Prompt, run
-from .chat_template import ChatFormat, TemplateChoice, check_override, choose_template
+from .chat_template import ChatFormat, TemplateChoice, check_override, template_for_file
 from .download import ProgressCallback, pull_model
 from .engine import LoadedModel, load_model, share_model
 from .errors import ContextOverflowError, InvalidArgumentError
@@ -187,7 +187,7 @@ def chat_format(loaded: LoadedModel, template: str | None = None) -> ChatFormat:
 
 def template_choice(loaded: LoadedModel, template: str | None = None) -> TemplateChoice:
     """Which template a loaded model gets (the file's folder names its repo)."""
-    return choose_template(loaded.info, f"{loaded.path.parent.name}/{loaded.path.name}", template)
+    return template_for_file(loaded.info, loaded.path, template)
 
 
 def _reply_room(n_ctx: int, max_tokens: int) -> int:

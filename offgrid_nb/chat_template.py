@@ -146,6 +146,12 @@ def choose_template(info: GGUFInfo, name: str, template: str | None = None) -> T
     return TemplateChoice(NONE, "none")
 
 
+def template_for_file(info: GGUFInfo, path: Path, template: str | None = None) -> TemplateChoice:
+    """:func:`choose_template` for a local file, named by its folder (in our library, the
+    repo's name) and file name."""
+    return choose_template(info, f"{path.parent.name}/{path.name}", template)
+
+
 def file_template(path: Path) -> TemplateChoice | None:
     """The template a local model file gets (``None`` when its header is unreadable).
 
@@ -164,7 +170,7 @@ def _file_template(path: Path, size: int, mtime_ns: int) -> TemplateChoice | Non
         info = inspect_file(path)
     except OffgridError:
         return None
-    return choose_template(info, f"{path.parent.name}/{path.name}")
+    return template_for_file(info, path)
 
 
 @dataclass(frozen=True)

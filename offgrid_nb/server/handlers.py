@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
 from typing import Any
 
+import numpy as np
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
@@ -47,9 +48,56 @@ class OffgridHandler(APIHandler):
         self.api = api
         self.disconnected = threading.Event()  # set when the client goes away
 
+    reply_in_flight: Reply | None = None  # what this request is generating, if anything
+
     def on_connection_close(self) -> None:
-        """The client went away: tell the worker thread (generation stops at its next token)."""
+        """The client went away: tell the worker thread, free its reply's slot at the next
+        step (generation stops at its next token)."""
         self.disconnected.set()
+        if self.reply_in_flight is not None:
+            self.reply_in_flight.cancel()
+
+    async def start_reply(self, start: Callable[[], Reply]) -> Reply:
+        """Prepare a reply in a worker thread (loading the model if needed); it is cancelled
+        if the client goes away, even while it waits for a slot."""
+        reply = await in_thread(start)
+        self.reply_in_flight = reply
+        if self.disconnected.is_set():
+            reply.cancel()
+        return reply
+
+    async def embedded(
+        self, model: str, texts: list[str], keep_alive: float | None = None
+    ) -> tuple[np.ndarray, int]:
+        """``texts`` embedded by ``model`` (waiting its turn at the gate), and their token
+        count; the model is then kept ``keep_alive`` seconds (default: the server's)."""
+        with self.api.gate.slot():
+            result = await in_thread(self.api.embed, model, texts)
+        self.api.keep_alive.touch(keep_alive)
+        return result
+
+    async def reply_pieces(self, reply: Reply) -> AsyncIterator[str]:
+        """Generate ``reply`` in a worker thread; yield its text as it comes (what arrived
+        meanwhile as one string); at the end, raise the reply's error if it failed."""
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def send(piece: str) -> None:  # in the worker thread
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+        worker = in_thread(run_reply, reply, self.disconnected, send)
+        worker.add_done_callback(lambda _: pieces.put_nowait(None))  # after every piece
+        piece: str | None = ""
+        while piece is not None:
+            text, piece = "", await pieces.get()
+            while piece is not None:
+                text += piece
+                if pieces.empty():
+                    break
+                piece = pieces.get_nowait()
+            if text:
+                yield text
+        await worker
 
     def body(self) -> params.Body:
         """The request body as a JSON object (400 otherwise)."""
@@ -281,14 +329,6 @@ def run_reply(
 class GenerationHandler(OffgridHandler):
     """What the chat and text completion endpoints share: the gate, whole or streamed answers."""
 
-    reply_in_flight: Reply | None = None
-
-    def on_connection_close(self) -> None:
-        """The client went away: its reply's slot is freed at the next step."""
-        super().on_connection_close()
-        if self.reply_in_flight is not None:
-            self.reply_in_flight.cancel()
-
     async def answer(
         self,
         start: Callable[[], Reply],
@@ -299,10 +339,7 @@ class GenerationHandler(OffgridHandler):
     ) -> None:
         """Start a reply (it waits for a slot; 503 past the queue bound) and send it."""
         with self.api.gate.slot():
-            reply = await in_thread(start)
-            self.reply_in_flight = reply
-            if self.disconnected.is_set():
-                reply.cancel()
+            reply = await self.start_reply(start)
             if stream:
                 await self._stream(reply, completion, include_usage=include_usage)
             else:
@@ -314,30 +351,13 @@ class GenerationHandler(OffgridHandler):
     async def _stream(
         self, reply: Reply, completion: responses.Completion, *, include_usage: bool
     ) -> None:
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[str | None] = asyncio.Queue()
         self.start_events()
-
-        def send(piece: str) -> None:  # in the worker thread
-            loop.call_soon_threadsafe(pieces.put_nowait, piece)
-
-        worker = in_thread(run_reply, reply, self.disconnected, send)
-        worker.add_done_callback(lambda _: pieces.put_nowait(None))  # after every piece
         opening = completion.opening()
         if opening is not None:
             await self.send_event(opening)
-        piece: str | None = ""
-        while piece is not None:
-            text, piece = "", await pieces.get()
-            while piece is not None:  # what arrived meanwhile goes in one event
-                text += piece
-                if pieces.empty():
-                    break
-                piece = pieces.get_nowait()
-            if text:
-                await self.send_event(completion.piece(text))
         try:
-            await worker
+            async for text in self.reply_pieces(reply):
+                await self.send_event(completion.piece(text))
         except OffgridError as exc:
             await self.send_event(responses.error(exc.http_status, exc.message, exc=exc))
         else:
@@ -415,9 +435,7 @@ class EmbeddingsHandler(OffgridHandler):
         encoding = params.checked(body, "encoding_format", "str", "float")
         if encoding not in ("float", "base64"):
             raise InvalidArgumentError(f"Invalid encoding_format: {encoding!r} (float or base64)")
-        with self.api.gate.slot():
-            vectors, tokens = await in_thread(self.api.embed, model, texts)
-        self.api.keep_alive.touch()
+        vectors, tokens = await self.embedded(model, texts)
         self.reply(responses.embeddings(model, vectors, tokens, base64=encoding == "base64"))
 
 

@@ -131,7 +131,7 @@ class _Generation(OllamaHandler):
         started = time.perf_counter()
         head = {"model": model}
         with self.api.gate.slot():
-            reply = await in_thread(start)
+            reply = await self.start_reply(start)
             load_s = time.perf_counter() - started
             if stream:
                 self.set_header("Content-Type", "application/x-ndjson")
@@ -151,20 +151,11 @@ class _Generation(OllamaHandler):
     async def _stream(
         self, reply: Reply, head: responses.JSON, piece: Callable[[str], responses.JSON]
     ) -> None:
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        worker = in_thread(
-            run_reply,
-            reply,
-            self.disconnected,
-            lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text),
-        )
-        worker.add_done_callback(lambda _: pieces.put_nowait(None))
-        while (text := await pieces.get()) is not None:
-            await self.send_line({**head, "created_at": _now(), **piece(text), "done": False})
         self.failed = False
         try:
-            await worker
+            async for text in self.reply_pieces(reply):
+                line = {**head, "created_at": _now(), **piece(text), "done": False}
+                await self.send_line(line)
         except OffgridError as exc:  # after the first line: Ollama's clients read {"error"}
             self.failed = True
             await self.send_line({"error": str(exc)})
@@ -423,9 +414,7 @@ class EmbedHandler(OllamaHandler):
         body = self.body()
         model, texts = self.model_field(body), check_texts(body.get("input"))
         started = time.perf_counter()
-        with self.api.gate.slot():
-            vectors, tokens = await in_thread(self.api.embed, model, texts)
-        self.api.keep_alive.touch(self.keep_alive(body))
+        vectors, tokens = await self.embedded(model, texts, self.keep_alive(body))
         self.reply({
             "model": model, "embeddings": vectors.tolist(),
             "total_duration": int((time.perf_counter() - started) * NS),
@@ -443,9 +432,7 @@ class EmbeddingsHandler(OllamaHandler):
         body = self.body()
         model = self.model_field(body)
         texts = check_texts(params.checked(body, "prompt", "str", required=True))
-        with self.api.gate.slot():
-            vectors, _ = await in_thread(self.api.embed, model, texts)
-        self.api.keep_alive.touch(self.keep_alive(body))
+        vectors, _ = await self.embedded(model, texts, self.keep_alive(body))
         self.reply({"embedding": vectors[0].tolist()})
 
 
