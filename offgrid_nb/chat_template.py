@@ -26,12 +26,12 @@ from __future__ import annotations
 import ctypes
 import re
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidArgumentError, OffgridError
-from .gguf_info import GGUFInfo, inspect_file
+from .errors import InvalidArgumentError
+from .gguf_info import GGUFInfo, local_header
 from .llama_backend import llama_cpp
 
 Message = dict[str, str]
@@ -153,24 +153,9 @@ def template_for_file(info: GGUFInfo, path: Path, template: str | None = None) -
 
 
 def file_template(path: Path) -> TemplateChoice | None:
-    """The template a local model file gets (``None`` when its header is unreadable).
-
-    Cached per file version, so listing a library reads each header once.
-    """
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return _file_template(path, stat.st_size, stat.st_mtime_ns)
-
-
-@lru_cache(maxsize=1024)
-def _file_template(path: Path, size: int, mtime_ns: int) -> TemplateChoice | None:
-    try:
-        info = inspect_file(path)
-    except OffgridError:
-        return None
-    return template_for_file(info, path)
+    """The template a local model file gets (``None`` when its header is unreadable)."""
+    info = local_header(path)
+    return None if info is None else template_for_file(info, path)
 
 
 @dataclass(frozen=True)

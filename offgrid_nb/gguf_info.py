@@ -26,6 +26,7 @@ import re
 import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_st
 
 from . import hub
 from .config import Settings, get_settings
-from .errors import HubUnavailableError, InvalidModelError, NotFoundError
+from .errors import HubUnavailableError, InvalidModelError, NotFoundError, OffgridError
 from .jsonfile import write_json
 
 #: A header may not be larger than this (a 256k-token vocabulary with merges is ~15 MB).
@@ -659,4 +660,24 @@ def inspect_gguf(repo_id: str, filename: str, *, revision: str | None = None) ->
     return info
 
 
-__all__ = ["MAX_HEADER_BYTES", "GGUFInfo", "inspect_file", "inspect_gguf"]
+def local_header(path: Path) -> GGUFInfo | None:
+    """A local file's header, or ``None`` when it is unreadable or not a valid GGUF.
+
+    Cached per file version (path, size, mtime), so listing a library reads each header once.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _local_header(path, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=1024)
+def _local_header(path: Path, size: int, mtime_ns: int) -> GGUFInfo | None:
+    try:
+        return inspect_file(path)
+    except OffgridError:
+        return None
+
+
+__all__ = ["MAX_HEADER_BYTES", "GGUFInfo", "inspect_file", "inspect_gguf", "local_header"]

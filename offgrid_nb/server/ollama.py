@@ -31,7 +31,7 @@ from ..chat_template import file_template
 from ..download import DownloadProgress, download
 from ..embed import check_texts
 from ..errors import InvalidArgumentError, NotFoundError, OffgridError
-from ..gguf_info import inspect_file
+from ..gguf_info import inspect_file, local_header
 from ..library import list_models, remove_model
 from ..refs import parse_hub_ref
 from . import params, responses
@@ -236,9 +236,8 @@ class GenerateHandler(_Generation):
 
 
 def _details(path: Path) -> responses.JSON:
-    try:
-        info = inspect_file(path)
-    except OffgridError:
+    info = local_header(path)
+    if info is None:
         return {"format": "gguf"}
     count = info.parameter_count
     return {

@@ -20,9 +20,9 @@ from ..chat_template import file_template
 from ..config import get_settings
 from ..embed import embed_counted
 from ..engine import load_model, loaded_model, unload_model
-from ..errors import OffgridError, UnsupportedModelError
+from ..errors import UnsupportedModelError
 from ..fit import available_memory, estimate_memory, fit_verdict, recommend
-from ..gguf_info import GGUFInfo, inspect_file, inspect_gguf
+from ..gguf_info import inspect_file, inspect_gguf, local_header
 from ..library import find_model, list_models, remove_model, verify_model
 from ..search_fit import search
 from . import responses
@@ -39,14 +39,6 @@ def _is_loaded(path: Path) -> bool:
     """llama.cpp holds this model file now."""
     loaded = loaded_model()
     return loaded is not None and loaded.path == path.resolve()
-
-
-def _header(path: Path) -> GGUFInfo | None:
-    """A local file's GGUF header, or ``None`` when it cannot be read."""
-    try:
-        return inspect_file(path)
-    except OffgridError:
-        return None
 
 
 @dataclass
@@ -108,7 +100,7 @@ class ApiState:
     def library(self, *, details: bool = False) -> responses.JSON:
         """``/v1/models``: the local models (with ``details``, what their headers say)."""
         df = list_models(self.models_dir)
-        headers = {path: _header(Path(path)) for path in df["path"]} if details else None
+        headers = {path: local_header(Path(path)) for path in df["path"]} if details else None
         choices = [file_template(Path(path)) for path in df["path"]]
         templates = [choice.describe() if choice else None for choice in choices]
         return responses.model_list(df, loaded_model(), templates, headers)
