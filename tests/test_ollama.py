@@ -92,7 +92,7 @@ async def test_generate_embed_ps_and_keep_alive(jupyter_ollama, library):
     assert loaded_model() is None
 
 
-async def test_pull_with_progress_then_delete(jupyter_ollama, hub):
+async def test_pull_with_progress_then_delete(jupyter_ollama, hub, jp_serverapp):
     client = jupyter_ollama
     lines = [p async for p in await client.pull("hf.co/offgrid-test/tiny-llama-GGUF", stream=True)]
     assert lines[0].status == "pulling manifest"
@@ -100,6 +100,8 @@ async def test_pull_with_progress_then_delete(jupyter_ollama, hub):
     assert progress
     assert progress[-1].completed == progress[-1].total
     assert lines[-1].status == "success"
+    jobs = jp_serverapp.web_app.settings["offgrid_api"].jobs.jobs.values()
+    assert [(j.repository, j.status) for j in jobs] == [("offgrid-test/tiny-llama-GGUF", "done")]
     assert [m.model for m in (await client.list()).models] == [MODEL]
     again = await client.pull("hf.co/offgrid-test/tiny-llama-GGUF:F32")  # already there
     assert again.status == "success"

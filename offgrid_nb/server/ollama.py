@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -28,14 +27,14 @@ from tornado.iostream import StreamClosedError
 from .. import __version__
 from ..chat import Reply, Usage, check_messages, check_options, check_stop, complete, generate
 from ..chat_template import file_template
-from ..download import DownloadProgress, download
+from ..download import DownloadProgress, select_variant
 from ..embed import check_texts
 from ..errors import InvalidArgumentError, NotFoundError, OffgridError
 from ..gguf_info import inspect_file, local_header
 from ..library import list_models, remove_model
 from ..refs import parse_hub_ref
 from . import params, responses
-from .handlers import OffgridHandler, run_reply
+from .handlers import EVENT_INTERVAL, OffgridHandler, run_reply
 from .keep_alive import parse_duration
 from .threads import in_thread
 
@@ -330,13 +329,15 @@ class PsHandler(OllamaHandler):
 
 
 class PullHandler(OllamaHandler):
-    """``POST /api/pull``: ``hf.co/owner/repo[:QUANT]`` with our resumable verified download;
+    """``POST /api/pull``: ``hf.co/owner/repo[:QUANT]`` as one of the server's download jobs
+    (resumable, verified, bounded like ``POST /v1/models/download`` and listed with them);
     progress as ``{status, digest, total, completed}`` lines."""
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        """Download (streamed progress by default)."""
+        """Download (streamed progress by default); a client that goes away leaves the job
+        running, and pulling the same model again follows it."""
         body = self.body()
         name = self.model_field(body)
         ref = parse_hub_ref(name)
@@ -345,41 +346,33 @@ class PullHandler(OllamaHandler):
                 f"Invalid model to pull: {name!r}", hint="name it hf.co/owner/repo[:QUANT]"
             )
         stream = params.checked(body, "stream", "bool", True)
-        loop = asyncio.get_running_loop()
-        lines: asyncio.Queue[responses.JSON | None] = asyncio.Queue()
-        cancel = threading.Event()
-
-        def progress(event: DownloadProgress) -> None:  # in the download's thread
-            for line in _pull_lines(event):
-                loop.call_soon_threadsafe(lines.put_nowait, line)
-
-        def fetch() -> Path:
-            return download(
-                ref.repo_id, ref.file, quant=ref.quant, models_dir=self.api.models_dir,
-                progress=progress, cancel=cancel,
-            )  # fmt: skip
-
-        worker = in_thread(fetch)
-        worker.add_done_callback(lambda _: lines.put_nowait(None))
+        variant = await in_thread(select_variant, ref.repo_id, ref.file, quant=ref.quant)
+        job = self.api.jobs.start(ref.repo_id, variant.filename, self.api.models_dir)
         if stream:
             self.set_header("Content-Type", "application/x-ndjson")
             await self.send_line({"status": "pulling manifest"})
-            while (line := await lines.get()) is not None:
-                await self.send_line(line)
-                if self.disconnected.is_set():
-                    cancel.set()  # the partial file is kept and resumed next time
-        try:
-            await worker
-        except OffgridError as exc:
+        shown = None
+        while not self.disconnected.is_set():
+            finished = job.finished  # read first: the progress sent is then at least this late
+            if stream and job.progress is not None and job.progress != shown:
+                shown = job.progress
+                for line in _pull_lines(shown):
+                    await self.send_line(line)
+            if finished:
+                break
+            await asyncio.sleep(EVENT_INTERVAL)
+        if self.disconnected.is_set():
+            return  # the job goes on; its progress is GET /v1/models/download/{id}
+        if job.error is not None:
             if not stream:
-                raise
-            await self.send_line({"error": str(exc)})
-        else:
-            await self.send_line({"status": "success"}) if stream else None
-        if stream:
-            self.finish()
-        else:
+                raise job.error
+            await self.send_line({"error": str(job.error)})
+        elif not stream:
             self.reply({"status": "success"})
+            return
+        else:
+            await self.send_line({"status": "success"})
+        self.finish()
 
 
 def _pull_lines(event: DownloadProgress) -> list[responses.JSON]:
