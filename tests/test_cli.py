@@ -206,7 +206,9 @@ def _offgrid(*argv: str, stdin: str = "", env: dict | None = None) -> subprocess
 
 def test_run_reads_messages_from_stdin(tiny_model):
     script = "hello\n\n/clear\nhow are you\nexit\nnever sent\n"
-    result = _offgrid("run", str(tiny_model), "--max-tokens", "8", stdin=script)
+    result = _offgrid(
+        "run", str(tiny_model), "--max-tokens", "8", "--temperature", "0", stdin=script
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[:4] == [
