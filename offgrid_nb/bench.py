@@ -352,8 +352,8 @@ def benchmark(
 
     Raises:
         InvalidArgumentError: zero/negative arguments, or tokens beyond the context.
-        NotFoundError, AmbiguousError, InvalidModelError, InsufficientMemoryError,
-        ModelLoadError: as for loading the model.
+        OffgridError: as for loading the model (``NotFoundError``, ``AmbiguousError``,
+            ``InvalidModelError``, ``InsufficientMemoryError``, ``ModelLoadError``).
     """
     config = benchmark_config(
         prompt_tokens=prompt_tokens,

@@ -27,6 +27,38 @@ _TRUE = {"1", "true", "yes", "on"}
 SOURCE_IDS = ("offgrid", "hf-cache", "lmstudio", "ollama", "llama.cpp", "folder")
 
 
+# Every environment variable we read, and what it does: the settings page of the docs is
+# generated from this table (docs/settings_table.py), and a test checks that every variable
+# this module reads is in it.
+ENVIRONMENT: dict[str, str] = {
+    "HF_ENDPOINT": "the Hub to talk to (a mirror, e.g. `offgrid mirror`); default "
+    "`https://huggingface.co`",
+    "HF_TOKEN": "token for gated and private repos (else the one `hf auth login` saved)",
+    "HF_HUB_OFFLINE": '`1`: no network; Hub calls fail with a clear "offline" error',
+    "HF_HOME": "the Hugging Face home; its `hub/` is the HF cache unless `HF_HUB_CACHE` is set",
+    "HF_HUB_CACHE": "where the Hugging Face cache is (the `hf-cache` source), as "
+    "`huggingface_hub` reads it",
+    "XDG_CACHE_HOME": "the user cache folder (`~/.cache`), under which the HF cache and "
+    "llama.cpp's cache live on Linux",
+    "OFFGRID_MODELS_DIR": "where models are kept (default: the platform's user data folder)",
+    "OFFGRID_CACHE_DIR": "where caches are kept (default: the platform's user cache folder)",
+    "OFFGRID_MAX_CTX": "default context cap when loading a model (4096)",
+    "OFFGRID_DOWNLOAD_CONNECTIONS": "parts of a file downloaded at once (4; 8-16 on links "
+    "faster than 4 connections carry)",
+    "OFFGRID_PARALLEL": "replies decoded together in this process (1; each slot has its own "
+    "context)",
+    "OFFGRID_SOURCES": "which model sources are on: comma-separated "
+    "`offgrid,hf-cache,lmstudio,ollama,llama.cpp,folder`, or `all` (default: all whose "
+    "folder exists)",
+    "OFFGRID_MODEL_DIRS": "more folders of GGUF files (`os.pathsep`-separated), listed as `folder`",
+    "OFFGRID_LMSTUDIO_DIRS": "LM Studio's models folders, if not the default ones "
+    "(`os.pathsep`-separated)",
+    "OLLAMA_MODELS": "Ollama's model store (default `~/.ollama/models`), as Ollama reads it",
+    "LLAMA_CACHE": "llama.cpp's download cache, as llama.cpp reads it",
+    "LOCALAPPDATA": "on Windows, where llama.cpp's cache is by default",
+}
+
+
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in _TRUE
 

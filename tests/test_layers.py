@@ -1,31 +1,30 @@
-"""Imports point downwards only (docs: /work/shared/DESIGN.md): no core module imports a module
-of a higher layer, lazily inside a function or not (type-only imports aside)."""
+"""Imports point downwards only (docs/architecture.md): no core module imports a module of a
+higher layer, lazily inside a function or not (type-only imports aside). The layers are the
+table of docs/architecture.md, read from it, so the document and the rule cannot drift."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "offgrid_nb"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "offgrid_nb"
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def _layers() -> list[set[str]]:
+    """The modules column of the layer table, lowest layer first."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    table = text.split("<!-- layers:", 1)[1].split("<!-- /layers -->", 1)[0]
+    rows = [line.split("|") for line in table.splitlines() if re.match(r"\| \d+ \|", line)]
+    return [set(re.findall(r"`(\w+)`", row[2])) for row in rows]
+
 
 # Lowest first; a module may import its own layer and those below it.
-LAYERS = [
-    {"errors", "sizes", "names", "refs", "jsonfile", "llama_backend", "catalog"},
-    {"config", "manifest", "synthetic", "mirror"},
-    {"hub", "bundled_model"},
-    {"gguf_info"},
-    {"fit"},
-    {"sources"},
-    {"library"},
-    {"download"},
-    {"chat_template", "engine"},
-    {"batching"},
-    {"chat", "bench", "embed"},
-    {"search_fit", "fleet"},
-    {"render", "repl", "demo", "cli", "server", "widgets", "__init__"},  # front ends
-]
+LAYERS = _layers()
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 
