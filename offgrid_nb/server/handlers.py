@@ -12,7 +12,6 @@ gets the token/cookie login, XSRF and origin checks; the standalone server
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
@@ -110,7 +109,7 @@ class OffgridHandler(APIHandler):
     def reply(self, data: responses.JSON, status: int = 200) -> None:
         """Send ``data`` as JSON."""
         self.set_status(status)
-        self.finish(json.dumps(data))
+        self.finish(responses.dumps(data))
 
     def start_events(self) -> None:
         """Answer with server-sent events (each sent by :meth:`send_event`)."""
@@ -121,7 +120,7 @@ class OffgridHandler(APIHandler):
         """One server-sent event; a failed flush means the client is gone."""
         if self.disconnected.is_set():
             return
-        text = data if isinstance(data, str) else json.dumps(data)
+        text = data if isinstance(data, str) else responses.dumps(data)
         self.write(f"data: {text}\n\n")
         try:
             await self.flush()
@@ -142,7 +141,7 @@ class OffgridHandler(APIHandler):
             body = responses.error(status_code, HTTPStatus(status_code).phrase)
         if status_code == 401:
             self.set_header("WWW-Authenticate", 'Bearer realm="offgrid"')
-        self.finish(json.dumps(body))
+        self.finish(responses.dumps(body))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """OffgridErrors are answers, not crashes: one line, no traceback."""

@@ -11,7 +11,7 @@ Ollama's shape, ``{"error": "..."}``, with the same status codes as ``/v1``.
 from __future__ import annotations
 
 import asyncio
-import json
+import hashlib
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -58,7 +58,7 @@ class OllamaHandler(OffgridHandler):
         else:
             message = HTTPStatus(status_code).phrase
         self.set_status(status_code)
-        self.finish(json.dumps({"error": message}))
+        self.finish(responses.dumps({"error": message}))
 
     def model_field(self, body: params.Body) -> str:
         """The ``model`` field (``name`` in old clients), ``:latest`` dropped."""
@@ -70,7 +70,7 @@ class OllamaHandler(OffgridHandler):
         """One NDJSON line; a failed flush means the client is gone."""
         if self.disconnected.is_set():
             return
-        self.write(json.dumps(data) + "\n")
+        self.write(responses.dumps(data) + "\n")
         try:
             await self.flush()
         except StreamClosedError:
@@ -249,6 +249,14 @@ def _details(path: Path) -> responses.JSON:
     }
 
 
+def _digest(sha256: Any, path: str) -> str:
+    """The recorded sha256, else a stable id of the file (its path hashed: never the file's
+    bytes, so listing stays fast; the HF cache and LM Studio record none)."""
+    if isinstance(sha256, str) and sha256:
+        return sha256
+    return hashlib.sha256(path.encode("utf-8")).hexdigest()
+
+
 class TagsHandler(OllamaHandler):
     """``GET /api/tags``: the local models."""
 
@@ -267,7 +275,7 @@ class TagsHandler(OllamaHandler):
                 "model": entry["id"],
                 "modified_at": datetime.fromtimestamp(entry["created"], timezone.utc).isoformat(),
                 "size": entry["size"],
-                "digest": row.sha256 or "",
+                "digest": _digest(row.sha256, row.path),
                 "details": _details(Path(row.path)),
             }
             for entry, row in zip(listed, df.itertuples(), strict=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
@@ -32,6 +33,13 @@ _ERROR_TYPES = {
     409: "conflict_error",
     503: "overloaded_error",
 }
+
+
+def dumps(data: JSON | list[Any]) -> str:
+    """``data`` as strict JSON text: the one serializer of every answer, stream line and event
+    (``NaN`` or ``Infinity`` is a bug to fix where the value is made, never sent: clients'
+    strict parsers reject it)."""
+    return json.dumps(data, allow_nan=False)
 
 
 def error(status: int, message: str, *, exc: OffgridError | None = None) -> JSON:
