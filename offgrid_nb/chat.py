@@ -24,6 +24,7 @@ from .chat_template import ChatFormat, TemplateChoice, check_override, template_
 from .download import ProgressCallback, pull_model
 from .engine import LoadedModel, load_model, share_model
 from .errors import ContextOverflowError, InvalidArgumentError
+from .structured import Constraint, check_grammar, constraint
 
 Message = dict[str, str]
 ROLES = ("system", "user", "assistant")
@@ -92,13 +93,26 @@ class Reply:
         temperature: float,
         seed: int | None,
         stop_at_control: bool = True,
+        constraint: Constraint | None = None,
     ) -> None:
         self.text = ""
         self.usage: Usage | None = None
         self.finish_reason = "cancelled"
+        self.constraint = constraint
         self._model = model
-        self._job = Job(prompt, max_tokens, temperature, seed, stop_at_control)
+        grammar = constraint.grammar if constraint else None
+        self._job = Job(prompt, max_tokens, temperature, seed, stop_at_control, grammar)
         self._pieces = self._generate()
+
+    @property
+    def parsed(self) -> Any:
+        """The reply's value under ``format=``: the pydantic instance, or the parsed JSON
+        (``None`` without a JSON format).
+
+        Raises:
+            InvalidArgumentError: the reply was cut before its JSON was complete.
+        """
+        return self.constraint.parse(self.text) if self.constraint else None
 
     def __iter__(self) -> Iterator[str]:
         return self._pieces
@@ -138,6 +152,22 @@ class Reply:
                 prompt_eval_ms=(first - job.submitted) * 1000 if first and job.submitted else 0.0,
                 eval_ms=(last - first) * 1000 if first and last else 0.0,
             )
+
+
+class ReplyText(str):
+    """A whole reply's text (a ``str``) that also carries its :class:`Reply`: ``parsed``."""
+
+    reply: Reply | None
+
+    def __new__(cls, text: str, reply: Reply | None) -> ReplyText:
+        value = super().__new__(cls, text)
+        value.reply = reply
+        return value
+
+    @property
+    def parsed(self) -> Any:
+        """The value under ``format=`` (see :attr:`Reply.parsed`)."""
+        return self.reply.parsed if self.reply else None
 
 
 @dataclass(frozen=True)
@@ -213,6 +243,8 @@ def complete(
     seed: int | None = None,
     template: str | None = None,
     parallel: int | None = None,
+    format: Any = None,
+    grammar: str | None = None,
 ) -> Reply:
     """Start one reply to ``messages`` (stateless, as an OpenAI chat completion).
 
@@ -226,30 +258,43 @@ def complete(
         seed: a sampling seed for reproducible replies.
         template: a chat template override: a llama.cpp built-in name, ``"none"`` or Jinja.
         parallel: replies the model decodes together (default: the ``parallel`` setting).
+        format: ``"json"``, a JSON schema or a pydantic model class: the reply is
+            constrained to it (see :mod:`offgrid_nb.structured`); ``Reply.parsed`` reads it.
+        grammar: GBNF the reply must match (instead of ``format``).
 
     Returns:
         A :class:`Reply`; iterate it to generate.
 
     Raises:
-        InvalidArgumentError: bad messages or options, or the template refused them.
+        InvalidArgumentError: bad messages or options, the template refused them, or a
+            bad format or grammar.
         ContextOverflowError: the messages leave no room for a reply in the context.
     """
     check_options(temperature=temperature, max_tokens=max_tokens, n_ctx=n_ctx)
     check_override(template)
     messages = check_messages(messages)
+    wanted = constraint(format, grammar)
     ref = _ModelRef(model, n_ctx, n_threads, parallel)
     with ref.share() as loaded:  # fail now, not at the first piece
         prompt = _chat_prompt(chat_format(loaded, template), messages)
         tokens, _ = prompt(loaded)
         if len(tokens) + _reply_room(loaded.n_ctx, max_tokens) > loaded.n_ctx:
             raise _overflow(len(tokens), loaded.n_ctx)
+        _check_constraint(loaded, wanted)
     return Reply(
         ref.on(loaded.path),
         prompt,
         max_tokens=max_tokens,
         temperature=temperature,
         seed=seed,
+        constraint=wanted,
     )
+
+
+def _check_constraint(loaded: LoadedModel, wanted: Constraint | None) -> None:
+    """Fail now (a 400) when llama.cpp cannot parse the grammar, not in the scheduler."""
+    if wanted is not None:
+        check_grammar(loaded.llama._model.vocab, wanted.grammar)
 
 
 @overload
@@ -265,6 +310,8 @@ def generate(
     stop: str | list[str] | None = None,
     seed: int | None = None,
     parallel: int | None = None,
+    format: Any = None,
+    grammar: str | None = None,
 ) -> str: ...
 
 
@@ -281,6 +328,8 @@ def generate(
     stop: str | list[str] | None = None,
     seed: int | None = None,
     parallel: int | None = None,
+    format: Any = None,
+    grammar: str | None = None,
 ) -> Reply: ...
 
 
@@ -296,6 +345,8 @@ def generate(
     stop: str | list[str] | None = None,
     seed: int | None = None,
     parallel: int | None = None,
+    format: Any = None,
+    grammar: str | None = None,
 ) -> str | Reply:
     """Continue ``prompt`` (no chat template), as ``Llama.create_completion`` does.
 
@@ -310,6 +361,8 @@ def generate(
         stop: strings that end the text (not included in it).
         seed: a sampling seed for reproducible text.
         parallel: replies the model decodes together (default: the ``parallel`` setting).
+        format: ``"json"``, a JSON schema or a pydantic model class the text must match.
+        grammar: GBNF the text must match (instead of ``format``).
 
     Returns:
         The generated text, or with ``stream=True`` a :class:`Reply`.
@@ -322,6 +375,7 @@ def generate(
     if not isinstance(prompt, str) or not prompt:
         raise InvalidArgumentError("Empty prompt", hint="give some text to continue")
     stops = check_stop(stop)
+    wanted = constraint(format, grammar)
 
     def tokens(loaded: LoadedModel) -> tuple[list[int], list[str]]:
         return _tokens(loaded, prompt, add_bos=True), stops
@@ -331,6 +385,7 @@ def generate(
         count = len(tokens(loaded)[0])
         if count >= loaded.n_ctx:
             raise _overflow(count, loaded.n_ctx)
+        _check_constraint(loaded, wanted)
     reply = Reply(
         ref.on(loaded.path),
         tokens,
@@ -338,10 +393,11 @@ def generate(
         temperature=temperature,
         seed=seed,
         stop_at_control=False,  # exactly what create_completion gives
+        constraint=wanted,
     )
     if stream:
         return reply
-    return "".join(reply)
+    return ReplyText("".join(reply), reply)
 
 
 def check_stop(stop: Any) -> list[str]:
@@ -405,6 +461,7 @@ class Chat:
         self.seed = seed
         self.usage: Usage | None = None
         self.dropped_turns = 0
+        self.last_reply: Reply | None = None
         self._messages: list[Message] = []
         ref = _ModelRef(path, n_ctx, n_threads, parallel)
         with ref.share() as loaded:  # fail now, not at a message
@@ -424,9 +481,17 @@ class Chat:
         self.usage = None
         self.dropped_turns = 0
 
-    def send(self, text: str) -> str:
-        """Send a message and return the whole reply."""
-        return "".join(self.stream(text))
+    def send(self, text: str, *, format: Any = None, grammar: str | None = None) -> ReplyText:
+        """Send a message and return the whole reply (a ``str``; under ``format=``, its
+        ``.parsed`` is the value: the pydantic instance, or the parsed JSON).
+
+        Args:
+            text: the message.
+            format: ``"json"``, a JSON schema or a pydantic model class the reply must match.
+            grammar: GBNF the reply must match (instead of ``format``).
+        """
+        whole = "".join(self.stream(text, format=format, grammar=grammar))
+        return ReplyText(whole, self.last_reply)
 
     def _fit(self, loaded: LoadedModel) -> None:
         """Drop the oldest turns until the conversation leaves the reply room."""
@@ -443,18 +508,21 @@ class Chat:
                 self._messages.pop(0)
             self.dropped_turns += 1
 
-    def stream(self, text: str) -> Iterator[str]:
+    def stream(self, text: str, *, format: Any = None, grammar: str | None = None) -> Iterator[str]:
         """Send a message; yield the reply in pieces as llama.cpp generates them.
 
         Closing the iterator early (Stop, Ctrl+C) stops generation; the partial reply is kept
-        in the history so the conversation stays consistent.
+        in the history so the conversation stays consistent. ``format`` and ``grammar`` are
+        :meth:`send`'s; ``last_reply`` is the :class:`Reply`.
         """
         if not isinstance(text, str) or not text.strip():
             raise InvalidArgumentError("Empty message", hint="type something to send")
+        wanted = constraint(format, grammar)
         self._messages.append({"role": "user", "content": text})
         try:
             with self._model.share() as loaded:
                 self._fit(loaded)  # drop old turns now; the reply re-renders what is left
+                _check_constraint(loaded, wanted)
         except InvalidArgumentError:  # e.g. the template refused it: the message is not sent
             if self._messages and self._messages[-1]["content"] is text:
                 self._messages.pop()
@@ -465,7 +533,9 @@ class Chat:
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             seed=self.seed,
+            constraint=wanted,
         )
+        self.last_reply = reply
         return self._record(reply)
 
     def _record(self, reply: Reply) -> Iterator[str]:
