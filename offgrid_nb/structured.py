@@ -138,14 +138,12 @@ def grammar_sampler(vocab: Any, grammar: str) -> Any:
     Raises:
         InvalidArgumentError: llama.cpp could not parse the grammar (its reason quoted).
     """
-    from .llama_backend import recent_log
-
     lib = llama_cpp()
     sampler = lib.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
-    if not sampler:
-        reason = next((x for x in reversed(recent_log()) if "parsing grammar" in x), "")
+    if not sampler:  # llama.cpp's parser prints its reason to stderr, not to its log
         raise InvalidArgumentError(
-            f"Invalid grammar (GBNF){': ' + reason.strip() if reason else ''}",
+            "Invalid grammar (GBNF): llama.cpp could not parse it (a syntax error, an "
+            "undefined rule, or left recursion)",
             hint="see llama.cpp's grammars/README.md; the root rule is named root",
         )
     return sampler

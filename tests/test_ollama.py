@@ -263,3 +263,26 @@ def test_answers_are_strict_json():
     assert _strict(dumps({"a": [1, 2.5, None]})) == {"a": [1, 2.5, None]}
     with pytest.raises(ValueError, match="JSON compliant"):
         dumps({"digest": float("nan")})
+
+
+async def test_format_json_and_schema_through_the_ollama_client(jupyter_ollama, jp_fetch, library):
+    client = jupyter_ollama
+    options = {"num_predict": 300, "seed": 1}
+    reply = await client.chat(model=MODEL, messages=HELLO, format="json", options=options)
+    assert isinstance(json.loads(reply.message.content), dict)
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    stream = await client.generate(model=MODEL, prompt="Is it?", format=schema, options=options,
+                                   stream=True)  # fmt: skip
+    lines = [line async for line in stream]
+    assert set(json.loads("".join(line.response for line in lines))) == {"ok"}
+    assert isinstance(lines[-1].eval_count, int)
+    assert isinstance(lines[-1].prompt_eval_count, int)
+    for bad, words in [(7, "Invalid format"), ("yaml", "Invalid format"),
+                       ({"type": "strang"}, "Invalid JSON schema")]:  # fmt: skip
+        body = json.dumps({"model": MODEL, "messages": HELLO, "format": bad})
+        refused = await jp_fetch(
+            "offgrid", "api", "chat", method="POST", body=body, raise_error=False
+        )  # fmt: skip (the client refuses to send 7)
+        assert refused.code == 400
+        assert words in json.loads(refused.body)["error"]
+    assert (await client.chat(model=MODEL, messages=HELLO, options=GREEDY)).done  # still alive

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import openai
+import pydantic
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.httpserver import HTTPServer
@@ -545,6 +546,17 @@ BAD_REQUESTS = [  # (method, path, body or raw text or query, status, words in t
     ("POST", "chat/completions", {"model": "../../etc/passwd", "messages": HELLO},
      400, "Invalid model"),
     ("POST", "chat/completions", {"model": "/etc/passwd", "messages": HELLO}, 400, "Invalid model"),
+    *[("POST", path, {"model": MODEL, **({"messages": HELLO} if path.startswith("chat") else
+       {"prompt": "x"}), **extra}, 400, words)
+      for path in ("chat/completions", "completions")
+      for extra, words in [
+          ({"response_format": {"type": "yaml"}}, "response_format type"),
+          ({"response_format": "json"}, "Invalid response_format"),
+          ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": 3}}}},
+           "Invalid JSON schema"),
+          ({"json_schema": {"type": "object", "required": "a"}}, "Invalid JSON schema"),
+          ({"grammar": 'root ::= "a"', "json_schema": {}}, "not several"),
+      ]],
     ("POST", "benchmark", {"model": "..\\..\\x.gguf"}, 400, "Invalid model"),
     ("POST", "benchmark", {"model": MODEL, "iterations": "3"}, 400, "Invalid iterations"),
     ("POST", "benchmark", {"model": MODEL, "iterations": 0}, 400, "Invalid iterations"),
@@ -594,6 +606,46 @@ async def test_bad_input_is_a_4xx_and_leaves_nothing_behind(fetch, library, api)
     assert api.gate.in_flight == 0
     # Our work threads are named offgrid-*; others (Jupyter's executors) are not ours to judge.
     await wait_for(lambda: not {t for t in _ours() if t not in before}, timeout=5)
+
+
+class Person(pydantic.BaseModel):
+    name: str = pydantic.Field(max_length=8)
+    tags: list[str] = pydantic.Field(max_length=2)
+
+
+async def test_structured_output_through_the_openai_client(jupyter_v1, jp_serverapp, library):
+    client = openai.AsyncOpenAI(
+        base_url=jupyter_v1, api_key=jp_serverapp.identity_provider.token, max_retries=0
+    )
+    parsed = await client.chat.completions.parse(
+        model=MODEL, messages=HELLO, response_format=Person, max_completion_tokens=300, seed=1
+    )
+    assert isinstance(parsed.choices[0].message.parsed, Person)
+    assert parsed.usage.total_tokens == parsed.usage.prompt_tokens + parsed.usage.completion_tokens
+    whole = await client.chat.completions.create(
+        model=MODEL, messages=HELLO, response_format={"type": "json_object"}, max_tokens=300
+    )
+    assert isinstance(json.loads(whole.choices[0].message.content), dict)
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=HELLO, stream=True, extra_body={"json_schema": schema},
+        max_tokens=200, stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = [chunk async for chunk in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert set(json.loads(text)) == {"n"}
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.completion_tokens > 0
+    text = await client.completions.create(
+        model=MODEL, prompt=["Answer:"], max_tokens=20, extra_body={"grammar": 'root ::= "no"'}
+    )
+    assert text.choices[0].text == "no"
+    for bad in ("root ::= (((", "root ::= undefined"):  # llama.cpp refuses; the server lives on
+        with pytest.raises(openai.BadRequestError, match="Invalid grammar"):
+            await client.chat.completions.create(
+                model=MODEL, messages=HELLO, extra_body={"grammar": bad}
+            )
+    assert (await client.models.list()).data
 
 
 # --- standalone -------------------------------------------------------------------------------

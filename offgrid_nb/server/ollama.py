@@ -175,10 +175,11 @@ class ChatHandler(_Generation):
         model, options = self.model_field(body), _options(body)
         messages = check_messages(body.get("messages"))
         template = params.checked(body, "template", "str")
+        fmt = params.ollama_format(body)
 
         def start() -> Reply:
             return complete(
-                self.api.model_path(model), messages, template=template,
+                self.api.model_path(model), messages, template=template, format=fmt,
                 **options, **self.api.generation_options(),
             )  # fmt: skip
 
@@ -206,19 +207,20 @@ class GenerateHandler(_Generation):
         system = params.checked(body, "system", "str")
         raw = params.checked(body, "raw", "bool", False)
         stop = check_stop(params.checked(body, "options", "object", {}).get("stop"))
+        fmt = params.ollama_format(body)
 
         def start() -> Reply:
             path = self.api.model_path(model)
             choice = file_template(path)
             if raw or choice is None or not choice.is_chat:
                 return generate(
-                    path, prompt, stream=True, stop=stop, **options,
+                    path, prompt, stream=True, stop=stop, format=fmt, **options,
                     **self.api.generation_options(),
                 )  # fmt: skip
             turns = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": prompt}
             ]
-            return complete(path, turns, **options, **self.api.generation_options())
+            return complete(path, turns, format=fmt, **options, **self.api.generation_options())
 
         await self.run(body, start, lambda text: {"response": text})
 

@@ -132,6 +132,8 @@ class ApiState:
             max_tokens=request.max_tokens,
             seed=request.seed,
             template=request.template,
+            format=request.format,
+            grammar=request.grammar,
             **self.generation_options(),
         )
 
@@ -145,6 +147,8 @@ class ApiState:
             max_tokens=request.max_tokens,
             stop=request.stop,
             seed=request.seed,
+            format=request.format,
+            grammar=request.grammar,
             **self.generation_options(),
         )
 
