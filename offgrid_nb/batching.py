@@ -177,6 +177,7 @@ class Scheduler:
         self._vocab = loaded.llama._model.vocab
         self._n_batch = loaded.llama.n_batch
         self._cells: np.ndarray | None = None  # candidates for grammar resampling
+        self._control: np.ndarray | None = None  # see _markup_tokens
 
     def status(self) -> dict[str, int]:
         """``{"parallel", "busy", "queued"}``: slots, slots serving a job, jobs waiting."""
@@ -333,7 +334,7 @@ class Scheduler:
         (llama.cpp aborts the process on anything else)."""
         lib, ctx = self._lib, self.loaded.llama.ctx
         token = lib.llama_sampler_sample(slot.sampler, ctx, row)
-        if not self._grammar_allows(slot.grammar, token):
+        if self._markup(token) or not self._grammar_allows(slot.grammar, token):
             candidates = self._candidates(row)
             lib.llama_sampler_apply(slot.grammar, ctypes.byref(candidates))
             lib.llama_sampler_apply(slot.sampler, ctypes.byref(candidates))
@@ -354,6 +355,22 @@ class Scheduler:
         lib.llama_sampler_apply(grammar, ctypes.byref(one))
         return single.logit != -math.inf
 
+    def _markup_tokens(self) -> np.ndarray:
+        """Control tokens that do not end a reply: a grammar may match their text
+        (``<s>`` in a JSON string), but a reply stops at them, so a constrained reply never
+        picks them."""
+        if self._control is None:
+            lib, vocab = self._lib, self._vocab
+            n_vocab = lib.llama_vocab_n_tokens(vocab)
+            self._control = np.array(
+                [lib.llama_vocab_is_control(vocab, t) and not lib.llama_vocab_is_eog(vocab, t)
+                 for t in range(n_vocab)], dtype=bool,
+            )  # fmt: skip
+        return self._control
+
+    def _markup(self, token: int) -> bool:
+        return bool(self._markup_tokens()[token])
+
     def _candidates(self, row: int) -> Any:
         """Every token with its logit at ``row``, as a ``llama_token_data_array`` (numpy fills
         it: a Python loop over 262k tokens would cost more than the decode)."""
@@ -361,9 +378,10 @@ class Scheduler:
         n_vocab = lib.llama_vocab_n_tokens(self._vocab)
         if self._cells is None or len(self._cells) != n_vocab:
             self._cells = np.zeros(n_vocab, dtype=_TOKEN_DATA)
-            self._cells["id"] = np.arange(n_vocab, dtype=np.int32)
+        self._cells["id"] = np.arange(n_vocab, dtype=np.int32)  # the samplers sort in place
         logits = lib.llama_get_logits_ith(self.loaded.llama.ctx, row)
         self._cells["logit"] = np.ctypeslib.as_array(logits, shape=(n_vocab,))
+        self._cells["logit"][self._markup_tokens()] = -np.inf
         self._cells["p"] = 0.0
         data = self._cells.ctypes.data_as(ctypes.POINTER(lib.llama_token_data))
         return lib.llama_token_data_array(data, n_vocab, -1, False)

@@ -12,10 +12,11 @@ llama-cpp-python's ``Llama.create_completion`` does.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -25,8 +26,10 @@ from .download import ProgressCallback, pull_model
 from .engine import LoadedModel, load_model, share_model
 from .errors import ContextOverflowError, InvalidArgumentError
 from .structured import Constraint, check_grammar, constraint
+from .tool_calls import ToolCall, ToolPlan, plan
+from .tool_calls import check_messages as check_tool_messages
 
-Message = dict[str, str]
+Message = dict[str, Any]
 ROLES = ("system", "user", "assistant")
 
 
@@ -59,20 +62,9 @@ def check_options(*, temperature: Any, max_tokens: Any, n_ctx: Any = None) -> No
 
 
 def check_messages(messages: Any) -> list[Message]:
-    """Messages as ``[{"role", "content"}]`` with known roles and text content."""
-    if not isinstance(messages, list) or not messages:
-        raise InvalidArgumentError("messages must be a non-empty list of {role, content}")
-    for message in messages:
-        if (
-            not isinstance(message, dict)
-            or message.get("role") not in ROLES
-            or not isinstance(message.get("content"), str)
-        ):
-            raise InvalidArgumentError(
-                f"Invalid message: {message!r}",
-                hint=f"each message needs a role ({', '.join(ROLES)}) and text content",
-            )
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+    """Messages as ``[{"role", "content"}]`` with known roles and text content, and tool
+    turns (see :func:`offgrid_nb.tool_calls.check_messages`)."""
+    return check_tool_messages(messages, ROLES)
 
 
 class Reply:
@@ -94,11 +86,15 @@ class Reply:
         seed: int | None,
         stop_at_control: bool = True,
         constraint: Constraint | None = None,
+        tools: ToolPlan | None = None,
     ) -> None:
         self.text = ""
+        self.content = ""  # the text without tool calls
+        self.tool_calls: list[ToolCall] = []
         self.usage: Usage | None = None
         self.finish_reason = "cancelled"
         self.constraint = constraint
+        self.tools = tools
         self._model = model
         grammar = constraint.grammar if constraint else None
         self._job = Job(prompt, max_tokens, temperature, seed, stop_at_control, grammar)
@@ -135,6 +131,9 @@ class Reply:
                 yield piece
         finally:
             self.text = "".join(pieces)
+            self.content, self.tool_calls = (
+                self.tools.parse(self.text) if self.tools else (self.text, [])
+            )
             self.finish_reason = job.finish_reason
             first, last = job.first_token, job.last_token
             self.usage = Usage(
@@ -155,7 +154,8 @@ class Reply:
 
 
 class ReplyText(str):
-    """A whole reply's text (a ``str``) that also carries its :class:`Reply`: ``parsed``."""
+    """A whole reply's text (a ``str``; without its tool calls) that also carries its
+    :class:`Reply`: ``parsed`` and ``tool_calls``."""
 
     reply: Reply | None
 
@@ -168,6 +168,11 @@ class ReplyText(str):
     def parsed(self) -> Any:
         """The value under ``format=`` (see :attr:`Reply.parsed`)."""
         return self.reply.parsed if self.reply else None
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The calls the reply made (see :attr:`Reply.tool_calls`)."""
+        return self.reply.tool_calls if self.reply else []
 
 
 @dataclass(frozen=True)
@@ -195,11 +200,13 @@ class _ModelRef:
         return {"n_ctx": self.n_ctx, "n_threads": self.n_threads, "parallel": self.parallel}
 
 
-def _chat_prompt(fmt: ChatFormat, messages: list[Message]) -> Prompt:
-    """The prompt of a chat reply: the conversation rendered with ``fmt``, tokenized."""
+def _chat_prompt(fmt: ChatFormat, messages: list[Message], tools: ToolPlan | None = None) -> Prompt:
+    """The prompt of a chat reply: the conversation rendered with ``fmt`` (tool turns as
+    ``tools`` says), tokenized."""
+    tools = tools or plan(fmt.choice.jinja, None)
 
     def prompt(loaded: LoadedModel) -> tuple[list[int], list[str]]:
-        rendered = fmt.render(messages)
+        rendered = fmt.render(tools.messages(messages), tools.template_tools())
         return _tokens(loaded, rendered.text, add_bos=rendered.add_bos), list(rendered.stop)
 
     return prompt
@@ -245,6 +252,9 @@ def complete(
     parallel: int | None = None,
     format: Any = None,
     grammar: str | None = None,
+    tools: list[Any] | None = None,
+    tool_choice: Any = None,
+    parallel_tool_calls: bool = True,
 ) -> Reply:
     """Start one reply to ``messages`` (stateless, as an OpenAI chat completion).
 
@@ -261,6 +271,11 @@ def complete(
         format: ``"json"``, a JSON schema or a pydantic model class: the reply is
             constrained to it (see :mod:`offgrid_nb.structured`); ``Reply.parsed`` reads it.
         grammar: GBNF the reply must match (instead of ``format``).
+        tools: functions the reply may call: OpenAI's tool specs or Python functions
+            (``Reply.tool_calls`` has the calls; see :mod:`offgrid_nb.tool_calls`).
+        tool_choice: ``"auto"``, ``"none"``, ``"required"`` or
+            ``{"type": "function", "function": {"name": ...}}``.
+        parallel_tool_calls: whether a reply may make several calls.
 
     Returns:
         A :class:`Reply`; iterate it to generate.
@@ -276,7 +291,10 @@ def complete(
     wanted = constraint(format, grammar)
     ref = _ModelRef(model, n_ctx, n_threads, parallel)
     with ref.share() as loaded:  # fail now, not at the first piece
-        prompt = _chat_prompt(chat_format(loaded, template), messages)
+        fmt = chat_format(loaded, template)
+        calls = plan(fmt.choice.jinja, tools, tool_choice, parallel_tool_calls)
+        wanted = _with_tools(wanted, calls)
+        prompt = _chat_prompt(fmt, messages, calls)
         tokens, _ = prompt(loaded)
         if len(tokens) + _reply_room(loaded.n_ctx, max_tokens) > loaded.n_ctx:
             raise _overflow(len(tokens), loaded.n_ctx)
@@ -288,7 +306,18 @@ def complete(
         temperature=temperature,
         seed=seed,
         constraint=wanted,
+        tools=calls,
     )
+
+
+def _with_tools(wanted: Constraint | None, tools: ToolPlan) -> Constraint | None:
+    """The reply's constraint: the tool-call grammar when the plan has one."""
+    grammar = tools.grammar()
+    if grammar is None:
+        return wanted
+    if wanted is not None:
+        raise InvalidArgumentError("Give either a format or tools that must be called, not both")
+    return Constraint(grammar, json=False)
 
 
 def _check_constraint(loaded: LoadedModel, wanted: Constraint | None) -> None:
@@ -427,6 +456,13 @@ class Chat:
             ``"llama2"``...), ``"none"`` (continue the text, as for a base model) or Jinja.
         progress: called with :class:`offgrid_nb.download.DownloadProgress` events while a
             Hub model is downloaded.
+        tools: functions the model may call: Python functions (their signature and docstring
+            describe them) or OpenAI tool specs; a reply's calls are ``reply.tool_calls``.
+        tool_choice: ``"auto"``, ``"none"``, ``"required"`` or a named function (see
+            :func:`complete`).
+        run_tools: call the Python functions the model asks for, give it their results, and
+            repeat until it answers (at most ``max_tool_rounds`` rounds): an agent loop.
+        max_tool_rounds: the most calls-and-results rounds of one :meth:`send`.
 
     ``template_choice`` says which template the model got (see
     :mod:`offgrid_nb.chat_template`); when it is a base model, replies continue the text.
@@ -450,6 +486,10 @@ class Chat:
         template: str | None = None,
         progress: ProgressCallback | None = None,
         parallel: int | None = None,
+        tools: list[Any] | None = None,
+        tool_choice: Any = None,
+        run_tools: bool = False,
+        max_tool_rounds: int = 8,
     ) -> None:
         check_options(temperature=temperature, max_tokens=max_tokens, n_ctx=n_ctx)
         check_override(template)
@@ -466,6 +506,9 @@ class Chat:
         ref = _ModelRef(path, n_ctx, n_threads, parallel)
         with ref.share() as loaded:  # fail now, not at a message
             self._format = chat_format(loaded, template)
+        self._tools = plan(self._format.choice.jinja, tools, tool_choice)
+        self.run_tools = run_tools
+        self.max_tool_rounds = max_tool_rounds
         self.template_choice = self._format.choice
         self._model = ref.on(loaded.path)
 
@@ -490,21 +533,55 @@ class Chat:
             format: ``"json"``, a JSON schema or a pydantic model class the reply must match.
             grammar: GBNF the reply must match (instead of ``format``).
         """
-        whole = "".join(self.stream(text, format=format, grammar=grammar))
-        return ReplyText(whole, self.last_reply)
+        for _ in self.stream(text, format=format, grammar=grammar):
+            pass
+        for _ in range(self.max_tool_rounds if self.run_tools else 0):
+            reply = self.last_reply
+            if reply is None or not reply.tool_calls:
+                break
+            for call in reply.tool_calls:
+                self.add_tool_result(call.id, self._run_tool(call))
+            # after the results, the model may answer: a required call is asked for once
+            for _ in self._reply(None, replace(self._tools, mode="auto", name=None)):
+                pass
+        last = self.last_reply
+        return ReplyText(last.content if last else "", last)
+
+    def add_tool_result(self, call_id: str, content: Any) -> None:
+        """Give the model the result of one of its calls (``reply.tool_calls[i].id``); the
+        next :meth:`send` (or ``run_tools``) sends it. ``content`` that is not text is JSON."""
+        names = {c["id"]: c["function"]["name"] for m in self._messages
+                 for c in m.get("tool_calls", ())}  # fmt: skip
+        if call_id not in names:
+            raise InvalidArgumentError(f"No tool call with id {call_id!r} in this chat")
+        text = content if isinstance(content, str) else json.dumps(content, default=str)
+        self._messages.append(
+            {"role": "tool", "content": text, "tool_call_id": call_id, "name": names[call_id]}
+        )
+
+    def _run_tool(self, call: ToolCall) -> Any:
+        """A call's result: the Python function's return value, or its error as text (the
+        model reads it and may try again)."""
+        tool = next((t for t in self._tools.tools if t.name == call.name), None)
+        if tool is None or tool.function is None:
+            return f"error: no Python function {call.name}"
+        try:
+            return tool.function(**call.arguments)
+        except Exception as exc:  # the model's arguments may be wrong: it is told so
+            return f"error: {type(exc).__name__}: {exc}"
 
     def _fit(self, loaded: LoadedModel) -> None:
         """Drop the oldest turns until the conversation leaves the reply room."""
         room = _reply_room(loaded.n_ctx, self.max_tokens)
         while True:
-            tokens, _ = _chat_prompt(self._format, self.history)(loaded)
+            tokens, _ = _chat_prompt(self._format, self.history, self._tools)(loaded)
             if len(tokens) + room <= loaded.n_ctx:
                 return
             if len(self._messages) <= 1:  # only the new message is left: it is too long
                 self._messages.pop()
                 raise _overflow(len(tokens), loaded.n_ctx)
             self._messages.pop(0)  # the oldest turn; the system prompt is not in the list
-            if self._messages and self._messages[0]["role"] == "assistant":
+            while self._messages and self._messages[0]["role"] in ("assistant", "tool"):
                 self._messages.pop(0)
             self.dropped_turns += 1
 
@@ -519,21 +596,29 @@ class Chat:
             raise InvalidArgumentError("Empty message", hint="type something to send")
         wanted = constraint(format, grammar)
         self._messages.append({"role": "user", "content": text})
+        return self._reply(wanted)
+
+    def _reply(self, wanted: Constraint | None, tools: ToolPlan | None = None) -> Iterator[str]:
+        """The reply to the conversation so far (its last message a user's or a tool's)."""
+        tools = tools or self._tools
+        last = self._messages[-1]
         try:
+            wanted = _with_tools(wanted, tools)
             with self._model.share() as loaded:
                 self._fit(loaded)  # drop old turns now; the reply re-renders what is left
                 _check_constraint(loaded, wanted)
         except InvalidArgumentError:  # e.g. the template refused it: the message is not sent
-            if self._messages and self._messages[-1]["content"] is text:
+            if self._messages and self._messages[-1] is last and last["role"] == "user":
                 self._messages.pop()
             raise
         reply = Reply(
             self._model,
-            _chat_prompt(self._format, self.history),
+            _chat_prompt(self._format, self.history, tools),
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             seed=self.seed,
             constraint=wanted,
+            tools=tools,
         )
         self.last_reply = reply
         return self._record(reply)
@@ -543,5 +628,8 @@ class Chat:
             yield from reply
         finally:
             reply.close()
-            self._messages.append({"role": "assistant", "content": reply.text})
+            message: Message = {"role": "assistant", "content": reply.content}
+            if reply.tool_calls:
+                message["tool_calls"] = [call.message_part() for call in reply.tool_calls]
+            self._messages.append(message)
             self.usage = reply.usage

@@ -20,7 +20,7 @@ LAYERS = [
     {"sources"},
     {"library"},
     {"download"},
-    {"chat_template", "engine"},
+    {"chat_template", "engine", "tool_calls"},
     {"batching"},
     {"chat", "bench", "embed"},
     {"search_fit", "fleet"},

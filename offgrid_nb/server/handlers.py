@@ -354,13 +354,20 @@ class GenerationHandler(OffgridHandler):
         opening = completion.opening()
         if opening is not None:
             await self.send_event(opening)
+        calls = reply.tools is not None and reply.tools.active  # sent once parsed
         try:
             async for text in self.reply_pieces(reply):
-                await self.send_event(completion.piece(text))
+                if not calls:
+                    await self.send_event(completion.piece(text))
         except OffgridError as exc:
             await self.send_event(responses.error(exc.http_status, exc.message, exc=exc))
         else:
-            await self.send_event(completion.closing(reply.finish_reason))
+            if calls and reply.content:
+                await self.send_event(completion.piece(reply.content))
+            for chunk in completion.tool_call_chunks(reply) if calls else []:
+                await self.send_event(chunk)
+            reason = "tool_calls" if reply.tool_calls else reply.finish_reason
+            await self.send_event(completion.closing(reason))
             if include_usage:
                 await self.send_event(completion.usage_chunk(reply))
         await self.send_event("[DONE]")

@@ -138,7 +138,13 @@ class _Generation(OllamaHandler):
             else:
                 await in_thread(run_reply, reply, self.disconnected)
         self.api.keep_alive.touch(keep)
-        last = {**head, "created_at": _now(), **piece("" if stream else reply.text)}
+        calls = reply.tools is not None and reply.tools.active
+        if stream and calls and not self.failed and (reply.content or reply.tool_calls):
+            await self.send_line({**head, "created_at": _now(), **_message(reply), "done": False})
+        if stream or not calls:
+            last = {**head, "created_at": _now(), **piece("" if stream else reply.text)}
+        else:
+            last = {**head, "created_at": _now(), **_message(reply)}
         last.update(done=True, done_reason=_done_reason(reply), **_timings(reply, started, load_s))
         if not stream:
             self.reply(last)
@@ -153,6 +159,8 @@ class _Generation(OllamaHandler):
         self.failed = False
         try:
             async for text in self.reply_pieces(reply):
+                if reply.tools is not None and reply.tools.active:
+                    continue  # sent whole once parsed
                 line = {**head, "created_at": _now(), **piece(text), "done": False}
                 await self.send_line(line)
         except OffgridError as exc:  # after the first line: Ollama's clients read {"error"}
@@ -160,8 +168,15 @@ class _Generation(OllamaHandler):
             await self.send_line({"error": str(exc)})
 
 
-def _assistant(text: str) -> responses.JSON:
-    return {"message": {"role": "assistant", "content": text}}
+def _message(reply: Reply) -> responses.JSON:
+    """A reply's message in Ollama's shape: its calls' arguments are objects."""
+    message: responses.JSON = {"role": "assistant", "content": reply.content}
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {"function": {"name": call.name, "arguments": call.arguments}}
+            for call in reply.tool_calls
+        ]
+    return {"message": message}
 
 
 class ChatHandler(_Generation):
@@ -176,11 +191,12 @@ class ChatHandler(_Generation):
         messages = check_messages(body.get("messages"))
         template = params.checked(body, "template", "str")
         fmt = params.ollama_format(body)
+        tools = params.tool_fields(body)
 
         def start() -> Reply:
             return complete(
                 self.api.model_path(model), messages, template=template, format=fmt,
-                **options, **self.api.generation_options(),
+                **tools, **options, **self.api.generation_options(),
             )  # fmt: skip
 
         await self.run(
@@ -311,7 +327,12 @@ class ShowHandler(OllamaHandler):
                 f"{arch}.embedding_length": info.n_embd,
                 f"{arch}.block_count": info.n_layers,
             },
-            "capabilities": ["completion", "embedding"],
+            # tools: on every chat model (offgrid_nb.tool_calls' generic format without support)
+            "capabilities": [
+                "completion",
+                "embedding",
+                *(["tools"] if choice and choice.is_chat else []),
+            ],
             "modified_at": datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(),
         }
 

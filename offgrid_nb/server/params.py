@@ -18,6 +18,7 @@ from ..download import check_connections
 from ..errors import InvalidArgumentError, UnsafePathError
 from ..library import is_safe_relative_path
 from ..structured import constraint
+from ..tool_calls import check_tool_choice, check_tools
 
 Body = dict[str, Any]
 
@@ -249,6 +250,24 @@ class ChatRequest:
     template: str | None = None
     format: Any = None  # "json" or a JSON schema (see offgrid_nb.structured)
     grammar: str | None = None
+    tools: list[Any] | None = None  # OpenAI's tool specs (see offgrid_nb.tool_calls)
+    tool_choice: Any = None
+    parallel_tool_calls: bool = True
+
+
+def tool_fields(body: Body) -> dict[str, Any]:
+    """``tools``, ``tool_choice`` and ``parallel_tool_calls`` of a chat request, checked now.
+
+    Raises:
+        InvalidArgumentError: tools not a list, a tool without a name, an unknown tool_choice.
+    """
+    tools = body.get("tools")
+    check_tool_choice(body.get("tool_choice"), check_tools(tools))
+    return {
+        "tools": tools or None,
+        "tool_choice": body.get("tool_choice"),
+        "parallel_tool_calls": checked(body, "parallel_tool_calls", "bool", True),
+    }
 
 
 @dataclass(frozen=True)
@@ -374,6 +393,7 @@ def chat_request(body: Body) -> ChatRequest:
         template=check_override(checked(body, "template", "str")),
         format=fmt,
         grammar=grammar,
+        **tool_fields(body),
     )
 
 

@@ -134,6 +134,9 @@ class ApiState:
             template=request.template,
             format=request.format,
             grammar=request.grammar,
+            tools=request.tools,
+            tool_choice=request.tool_choice,
+            parallel_tool_calls=request.parallel_tool_calls,
             **self.generation_options(),
         )
 
