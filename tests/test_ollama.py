@@ -286,3 +286,41 @@ async def test_format_json_and_schema_through_the_ollama_client(jupyter_ollama, 
         assert refused.code == 400
         assert words in json.loads(refused.body)["error"]
     assert (await client.chat(model=MODEL, messages=HELLO, options=GREEDY)).done  # still alive
+
+
+def weather(city: str) -> str:
+    """The weather in a city.
+
+    Args:
+        city: the city
+    """
+    return "sunny"
+
+
+async def test_tools_through_the_ollama_client(jupyter_ollama, library):
+    client = jupyter_ollama
+    options = {"num_predict": 300, "seed": 4}
+    for stream in (False, True):
+        reply = await client.chat(
+            model=MODEL, messages=HELLO, tools=[weather], options=options, stream=stream
+        )
+        if stream:
+            lines = [line async for line in reply]
+            assert lines[-1].done
+            calls = [c for line in lines for c in line.message.tool_calls or []]
+        else:
+            calls = reply.message.tool_calls or []
+        for call in calls:  # auto: a call or an answer; a call is whole, arguments an object
+            assert call.function.name == "weather"
+            assert isinstance(call.function.arguments, dict)
+    back = [
+        *HELLO,
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "content": "sunny", "tool_name": "weather"},
+    ]
+    answer = await client.chat(model=MODEL, messages=back, options=GREEDY)
+    assert answer.done

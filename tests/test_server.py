@@ -648,6 +648,71 @@ async def test_structured_output_through_the_openai_client(jupyter_v1, jp_server
     assert (await client.models.list()).data
 
 
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"enum": ["Paris", "Rome"]}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+async def test_tool_calls_through_the_openai_client(jupyter_v1, jp_serverapp, library):
+    client = openai.AsyncOpenAI(
+        base_url=jupyter_v1, api_key=jp_serverapp.identity_provider.token, max_retries=0
+    )
+    ask = {
+        "model": MODEL,
+        "messages": HELLO,
+        "tools": [WEATHER],
+        "max_tokens": 300,
+        "seed": 2,
+        "parallel_tool_calls": False,
+        "tool_choice": "required",
+    }
+    whole = await client.chat.completions.create(**ask)
+    choice = whole.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.type == "function"
+    assert call.function.name == "weather"
+    assert json.loads(call.function.arguments)["city"] in ("Paris", "Rome")
+    stream = await client.chat.completions.create(**ask, stream=True)
+    deltas = [c.choices[0] async for c in stream if c.choices]
+    parts = [part for d in deltas for part in d.delta.tool_calls or []]
+    assert parts[0].id
+    assert parts[0].function.name == "weather"
+    assert json.loads("".join(p.function.arguments or "" for p in parts)) == json.loads(
+        call.function.arguments
+    )
+    assert deltas[-1].finish_reason == "tool_calls"
+    back = [
+        *HELLO,
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
+    answer = await client.chat.completions.create(
+        model=MODEL, messages=back, tools=[WEATHER], max_tokens=8
+    )
+    assert answer.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    for bad, words in [
+        ({"tools": {"a": 1}}, "must be a list"),
+        ({"tools": [{"type": "function", "function": {}}]}, "Invalid tool"),
+        ({"tool_choice": {"type": "function", "function": {"name": "nope"}}}, "unknown function"),
+        (
+            {"messages": [*HELLO, {"role": "tool", "tool_call_id": "x", "content": ""}]},
+            "unknown tool_call_id",
+        ),
+    ]:
+        with pytest.raises(openai.BadRequestError, match=words):
+            await client.chat.completions.create(**{**ask, **bad})
+    assert (await client.models.list()).data  # still answering
+
+
 # --- standalone -------------------------------------------------------------------------------
 
 
