@@ -824,3 +824,37 @@ async def test_the_real_model_over_rest(fetch, jupyter_v1, jp_serverapp, real_li
     assert (status, answer["error"]["type"]) == (400, "invalid_request_error")
     status, answer = await fetch("POST", "completions", {"model": base, "prompt": ""})
     assert status == 400
+
+
+@pytest.mark.real
+async def test_langchain_structured_output_and_tools_on_the_real_model(
+    jupyter_v1, jp_serverapp, jp_http_port, jp_base_url, real_library
+):
+    from langchain_ollama import ChatOllama
+    from langchain_openai import ChatOpenAI
+
+    instruct, token = "gemma-3-270m-it-q4_k_m", jp_serverapp.identity_provider.token
+
+    class City(pydantic.BaseModel):
+        name: str = pydantic.Field(max_length=20)
+        country: str = pydantic.Field(max_length=20)
+
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        return "sunny"
+
+    openai_chat = ChatOpenAI(model=instruct, base_url=jupyter_v1, api_key=token, max_tokens=120,
+                             temperature=0, max_retries=0)  # fmt: skip
+    host = f"http://127.0.0.1:{jp_http_port}{jp_base_url}offgrid"
+    auth = {"headers": {"Authorization": f"token {token}"}}
+    ollama_chat = ChatOllama(model=instruct, base_url=host, num_predict=120, temperature=0,
+                             client_kwargs=auth)  # fmt: skip
+    for chat in (openai_chat, ollama_chat):
+        city = await chat.with_structured_output(City).ainvoke("Name the capital of France.")
+        assert isinstance(city, City)
+    forced = openai_chat.bind_tools([weather], tool_choice="weather")
+    message = await forced.ainvoke("Weather in Paris?")
+    assert message.tool_calls[0]["name"] == "weather"
+    assert isinstance(message.tool_calls[0]["args"], dict)
+    free = await ollama_chat.bind_tools([weather]).ainvoke("Weather in Paris?")
+    assert free.tool_calls or free.content  # auto: a call or an answer
