@@ -36,6 +36,7 @@ from .structured import schema_grammar
 
 Message = dict[str, Any]
 HERMES, LLAMA3, MISTRAL, GENERIC = "hermes", "llama3", "mistral", "generic"
+MAX_PARALLEL_CALLS = 8  # the most calls one reply makes
 
 
 @dataclass(frozen=True)
@@ -268,8 +269,10 @@ class ToolPlan:
         if self.format != GENERIC:
             return messages
         plain: list[Message] = []
+        converted = False  # whether the last turn in plain holds a call or a result
         for message in messages:
             role, content = message["role"], message["content"]
+            was, converted = converted, bool(message.get("tool_calls")) or role == "tool"
             if message.get("tool_calls"):
                 calls = [{"name": c["function"]["name"], "arguments": c["function"]["arguments"],
                           "id": c["id"]} for c in message["tool_calls"]]  # fmt: skip
@@ -280,7 +283,7 @@ class ToolPlan:
                 content = json.dumps({"tool_response": result})
             elif role == "assistant" and self.active:
                 content = json.dumps({"response": content})  # as the grammar has it answer
-            if plain and plain[-1]["role"] == role:
+            if plain and plain[-1]["role"] == role and (was or converted):  # others: as sent
                 plain[-1] = {"role": role, "content": plain[-1]["content"] + "\n\n" + content}
             else:
                 plain.append({"role": role, "content": content})
@@ -301,9 +304,10 @@ class ToolPlan:
         key = "parameters" if self.format == LLAMA3 else "arguments"
         one = {"anyOf": [{"type": "object", "properties": {"name": {"const": t.name},
                key: t.parameters}, "required": ["name", key]} for t in tools]}  # fmt: skip
-        many = {"type": "array", "items": one, "minItems": 1}
-        if not self.parallel:
-            many["maxItems"] = 1
+        # a named choice is one call of it (OpenAI's meaning); parallel calls are bounded so
+        # that a small model repeating itself stops
+        most = 1 if not self.parallel or self.name else MAX_PARALLEL_CALLS
+        many = {"type": "array", "items": one, "minItems": 1, "maxItems": most}
         if self.format == GENERIC:
             calls = {"type": "object", "properties": {"tool_calls": many},
                      "required": ["tool_calls"]}  # fmt: skip
@@ -313,7 +317,7 @@ class ToolPlan:
         if self.format == MISTRAL:
             return _wrapped(schema_grammar(many), '"[TOOL_CALLS]" call')
         if self.format == HERMES:
-            repeat = "+" if self.parallel else ""
+            repeat = "" if not self.parallel or self.name else f"{{1,{MAX_PARALLEL_CALLS}}}"
             hermes = f'("<tool_call>" space call "</tool_call>" space){repeat}'
             return _wrapped(schema_grammar(one), hermes)
         return _wrapped(schema_grammar(one), "call")  # llama3: one call
@@ -330,6 +334,8 @@ class ToolPlan:
                 found, content = value["tool_calls"], ""
             elif isinstance(value, dict) and isinstance(value.get("response"), str):
                 content = value["response"]
+            elif value is None and '"tool_calls"' in text:  # cut by max_tokens
+                found, content = _whole_calls(text), ""
         elif self.format == HERMES:
             pattern = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
             found = [_json(m) for m in pattern.findall(text)]
@@ -337,19 +343,21 @@ class ToolPlan:
         elif self.format == MISTRAL and "[TOOL_CALLS]" in text:
             head, _, tail = text.partition("[TOOL_CALLS]")
             value = _json(tail)
-            found, content = (value if isinstance(value, list) else []), head.strip()
+            found = value if isinstance(value, list) else _whole_calls(tail)
+            content = head.strip()
         elif self.format == LLAMA3:
             value = _json(text.replace("<|python_tag|>", ""))
             if isinstance(value, dict) and "name" in value:
                 found, content = [value], ""
-        calls = []
+        calls: list[ToolCall] = []
         for value in found:
             if not isinstance(value, dict) or not isinstance(value.get("name"), str):
                 continue
             arguments = value.get("arguments", value.get("parameters", {}))
             if isinstance(arguments, str):
                 arguments = _json(arguments)
-            if isinstance(arguments, dict):
+            repeated = any((c.name, c.arguments) == (value["name"], arguments) for c in calls)
+            if isinstance(arguments, dict) and not repeated:  # a small model repeats itself
                 calls.append(ToolCall(f"call_{uuid.uuid4().hex[:24]}", value["name"], arguments))
         return content, calls
 
@@ -359,6 +367,17 @@ def _json(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return None
+
+
+def _whole_calls(text: str) -> list[Any]:
+    """The complete ``{"name": ...}`` objects in a reply cut short (the last one unfinished)."""
+    decoder, found = json.JSONDecoder(), []
+    for match in re.finditer(r'\{\s*"name"', text):
+        try:
+            found.append(decoder.raw_decode(text, match.start())[0])
+        except ValueError:
+            continue
+    return found
 
 
 def _wrapped(grammar: str, root: str) -> str:

@@ -154,11 +154,14 @@ def test_cli_inspect_run_and_benchmark(real_hub, real_model, templated_model):
 
 REAL_SCHEMAS = [
     {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
-     "country": {"enum": ["France", "Italy", "Spain"]}}, "required": ["city", "country"]},
+     "country": {"enum": ["France", "Italy", "Spain"]}}, "required": ["city", "country"],
+     "additionalProperties": False},
     {"type": "object", "properties": {"facts": {"type": "array", "maxItems": 3,
      "items": {"type": "object", "properties": {"text": {"type": "string", "minLength": 1,
-     "maxLength": 40}, "sure": {"type": "boolean"}}, "required": ["text"]}},
-     "count": {"type": "integer"}, "score": {"type": "number"}}, "required": ["facts", "count"]},
+     "maxLength": 40}, "sure": {"type": "boolean"}}, "required": ["text"],
+     "additionalProperties": False}},
+     "count": {"type": "integer"}, "score": {"type": "number"}}, "required": ["facts", "count"],
+     "additionalProperties": False},
 ]  # fmt: skip
 
 
@@ -172,7 +175,10 @@ def test_the_real_model_gives_schema_valid_json(real_model, templated_model, whi
             reply = complete(model, CAPITAL, format=schema, max_tokens=200, seed=seed)
             text = "".join(reply)
             jsonschema.validate(json.loads(text), schema)
-    assert isinstance(Chat(templated_model, max_tokens=200).send("Hi", format="json").parsed, dict)
+    answer = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 30}},
+              "required": ["answer"], "additionalProperties": False}  # fmt: skip
+    chat = Chat(templated_model, max_tokens=200, temperature=0)
+    assert set(chat.send("Name the capital of France.", format=answer).parsed) == {"answer"}
 
 
 def test_the_real_model_calls_a_python_function_on_a_template_without_tools(templated_model):
@@ -184,7 +190,7 @@ def test_the_real_model_calls_a_python_function_on_a_template_without_tools(temp
         return "Paris"
 
     chat = Chat(templated_model, tools=[capital], tool_choice="required", run_tools=True,
-                max_tokens=120, temperature=0)  # fmt: skip
+                max_tool_rounds=2, max_tokens=120, temperature=0)  # fmt: skip
     answer = chat.send("What is the capital of France?")
     assert asked
     assert [m["role"] for m in chat.history][:3] == ["user", "assistant", "tool"]

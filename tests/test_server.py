@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Literal
 
 import openai
 import pydantic
@@ -610,7 +611,7 @@ async def test_bad_input_is_a_4xx_and_leaves_nothing_behind(fetch, library, api)
 
 class Person(pydantic.BaseModel):
     name: str = pydantic.Field(max_length=8)
-    tags: list[str] = pydantic.Field(max_length=2)
+    tags: list[Literal["a", "b"]] = pydantic.Field(max_length=2)
 
 
 async def test_structured_output_through_the_openai_client(jupyter_v1, jp_serverapp, library):
@@ -626,7 +627,12 @@ async def test_structured_output_through_the_openai_client(jupyter_v1, jp_server
         model=MODEL, messages=HELLO, response_format={"type": "json_object"}, max_tokens=300
     )
     assert isinstance(json.loads(whole.choices[0].message.content), dict)
-    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer"}},
+        "required": ["n"],
+        "additionalProperties": False,
+    }
     stream = await client.chat.completions.create(
         model=MODEL, messages=HELLO, stream=True, extra_body={"json_schema": schema},
         max_tokens=200, stream_options={"include_usage": True},
