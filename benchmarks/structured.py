@@ -4,8 +4,8 @@ Two comparisons, each interleaved round by round (A, B, A, B...) and reported as
 
 1. generation tokens/s under a JSON schema vs free text (target: constrained >= 0.8x free);
 2. first-token latency with a 10-tool list vs no tools (target within 20% of no tools beyond
-   the extra prompt tokens: the ms per prompt token of the no-tools run times the extra
-   tokens is subtracted).
+   the extra prompt tokens: the baseline is a no-tools prompt padded with plain text to the
+   same number of tokens).
 
 A ``llama-server`` comparison runs only when such a binary is on PATH (it is skipped, and
 said so, otherwise).
@@ -40,11 +40,14 @@ TOOLS = [
 ]  # fmt: skip
 
 
-def _run(model: Path, tokens: int, seed: int, **kwargs: object) -> tuple[float, float, int, int]:
+def _run(
+    model: Path, tokens: int, seed: int, padding: str | None = None, **kwargs: object
+) -> tuple[float, float, int, int]:
     """``(tokens/s, first-token ms, prompt tokens, completion tokens)`` of one reply; its
     first words differ from every other run's, so no prompt is reused from the KV cache."""
-    nonce = [{"role": "system", "content": f"Run {seed}-{sorted(kwargs)}."}]
-    reply = complete(model, nonce + ASK, max_tokens=tokens, seed=seed, temperature=0.8,
+    nonce = f"Run {seed}-{sorted(kwargs)}-{bool(padding)}. {padding or ''}"
+    system = [{"role": "system", "content": nonce}]
+    reply = complete(model, system + ASK, max_tokens=tokens, seed=seed, temperature=0.8,
                      parallel=1, **kwargs)  # fmt: skip
     for _ in reply:
         pass
@@ -64,13 +67,19 @@ def main() -> None:
         raise SystemExit(f"the real model is not installed ({bundled_model.INSTALL_HINT})")
     template = "gemma"  # the base model's file has none; llama.cpp's gemma template
     runs: dict[str, list[tuple[float, float, int, int]]] = {
-        "free": [], "schema": [], "no tools": [], "10 tools": []
+        "free": [], "schema": [], "no tools": [], "padded": [], "10 tools": []
     }  # fmt: skip
     _run(model, 8, 0, template=template)  # load and warm up
+    extra = (
+        _run(model, 1, 0, template=template, tools=TOOLS)[2]
+        - _run(model, 1, 0, template=template)[2]
+    )
+    padding = " ".join(["note"] * extra)
     for seed in range(args.rounds):
         runs["free"].append(_run(model, args.tokens, seed, template=template))
         runs["schema"].append(_run(model, args.tokens, seed, template=template, format=SCHEMA))
         runs["no tools"].append(_run(model, 1, seed, template=template))
+        runs["padded"].append(_run(model, 1, seed, template=template, padding=padding))
         runs["10 tools"].append(_run(model, 1, seed, template=template, tools=TOOLS))
     unload_model()
 
@@ -83,15 +92,13 @@ def main() -> None:
     print(f"{'free':<10}{free:>10.1f}{median('free', 3):>8.0f}{1.0:>8.2f}")
     print(f"{'schema':<10}{schema:>10.1f}{median('schema', 3):>8.0f}{schema / free:>8.2f}"
           "   (target >= 0.80)")  # fmt: skip
-    bare, tools = median("no tools", 1), median("10 tools", 1)
-    bare_tokens, tools_tokens = median("no tools", 2), median("10 tools", 2)
-    per_token = bare / bare_tokens
-    beyond = tools - per_token * (tools_tokens - bare_tokens)
-    print(f"\n{'run':<10}{'first token ms':>16}{'prompt tokens':>15}")
-    print(f"{'no tools':<10}{bare:>16.1f}{bare_tokens:>15.0f}")
-    print(f"{'10 tools':<10}{tools:>16.1f}{tools_tokens:>15.0f}")
-    print(f"beyond the extra prompt tokens: {beyond:.1f} ms = {beyond / bare:.2f}x no tools"
-          "   (target <= 1.20)")  # fmt: skip
+    print(f"\n{'run':<22}{'first token ms':>16}{'prompt tokens':>15}{'ratio':>8}")
+    padded = median("padded", 1)
+    for name, label in (("no tools", "no tools"), ("padded", "no tools, same length"),
+                        ("10 tools", "10 tools")):  # fmt: skip
+        ms = median(name, 1)
+        print(f"{label:<22}{ms:>16.1f}{median(name, 2):>15.0f}{ms / padded:>8.2f}")
+    print("10 tools vs the same length without tools: target <= 1.20")
     if shutil.which("llama-server") is None:
         print("\nllama-server: not on PATH, comparison skipped")
 
