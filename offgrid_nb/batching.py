@@ -29,6 +29,7 @@ typical 1, top-p 0.95, min-p 0.05, temperature, seeded draw).
 from __future__ import annotations
 
 import ctypes
+import math
 import queue
 import threading
 import time
@@ -36,9 +37,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .engine import LoadedModel
 from .errors import ContextOverflowError, GenerationError, InvalidArgumentError
 from .llama_backend import llama_cpp
+from .structured import grammar_sampler
+
+# llama.cpp's llama_token_data: {llama_token id; float logit; float p}
+_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
 
 Prompt = Callable[[LoadedModel], tuple[list[int], list[str]]]
 
@@ -56,6 +63,7 @@ class Job:
     temperature: float
     seed: int | None
     stop_at_control: bool = True
+    grammar: str | None = None  # GBNF the reply must match (see offgrid_nb.structured)
     cancelled: threading.Event = field(default_factory=threading.Event)
     events: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
     finish_reason: str = "cancelled"
@@ -110,6 +118,7 @@ class _Slot:
     pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
     next_token: int | None = None  # sampled, to evaluate in the next step
     sampler: Any = None
+    grammar: Any = None  # llama.cpp's grammar sampler, when the job has a grammar
     text: _Text | None = None
     max_tokens: int = 0
     used: float = 0.0  # when it last took a job (the least recent is reused first)
@@ -167,6 +176,8 @@ class Scheduler:
         self._lib = llama_cpp()
         self._vocab = loaded.llama._model.vocab
         self._n_batch = loaded.llama.n_batch
+        self._cells: np.ndarray | None = None  # candidates for grammar resampling
+        self._control: np.ndarray | None = None  # see _markup_tokens
 
     def status(self) -> dict[str, int]:
         """``{"parallel", "busy", "queued"}``: slots, slots serving a job, jobs waiting."""
@@ -256,6 +267,13 @@ class Scheduler:
 
     def _start(self, slot: _Slot, job: Job, tokens: list[int], stops: list[str]) -> None:
         """Give ``job`` the slot: keep the KV cache of the shared prefix, drop the rest."""
+        grammar = None
+        if job.grammar is not None:
+            try:
+                grammar = grammar_sampler(self._vocab, job.grammar)
+            except InvalidArgumentError as exc:  # the slot stays free
+                job.events.put(("error", exc))
+                return
         keep = min(_common_prefix(slot.cached, tokens), len(tokens) - 1)  # one to evaluate
         memory = self._lib.llama_get_memory(self.loaded.llama.ctx)
         if not self._lib.llama_memory_seq_rm(memory, slot.seq, keep, -1):
@@ -266,6 +284,7 @@ class Scheduler:
         slot.cached, slot.pending = tokens[:keep], tokens[keep:]
         slot.next_token = None
         slot.sampler = _sampler(job.temperature, job.seed)
+        slot.grammar = grammar
         slot.text = _Text(stops)
         slot.max_tokens = min(job.max_tokens, self.loaded.n_ctx - len(tokens))
         job.prompt_tokens, job.prompt_tokens_evaluated = len(tokens), len(slot.pending)
@@ -302,7 +321,70 @@ class Scheduler:
             return
         ctx = self.loaded.llama.ctx
         for slot, row in rows:
-            self._sampled(slot, self._lib.llama_sampler_sample(slot.sampler, ctx, row))
+            if slot.grammar is None:
+                self._sampled(slot, self._lib.llama_sampler_sample(slot.sampler, ctx, row))
+            else:
+                self._sampled_in_grammar(slot, row)
+
+    def _sampled_in_grammar(self, slot: _Slot, row: int) -> None:
+        """Sample as llama.cpp's ``common_sampler_sample`` does with a grammar: the chain's
+        token, checked against the grammar alone (one candidate: cheap on a 262k vocabulary);
+        only when the grammar rejects it, the grammar over all candidates, then the chain.
+        The token is accepted into the grammar once, and only one the grammar allowed
+        (llama.cpp aborts the process on anything else)."""
+        lib, ctx = self._lib, self.loaded.llama.ctx
+        token = lib.llama_sampler_sample(slot.sampler, ctx, row)
+        if self._markup(token) or not self._grammar_allows(slot.grammar, token):
+            candidates = self._candidates(row)
+            lib.llama_sampler_apply(slot.grammar, ctypes.byref(candidates))
+            lib.llama_sampler_apply(slot.sampler, ctypes.byref(candidates))
+            chosen = candidates.data[candidates.selected] if candidates.selected >= 0 else None
+            if chosen is None or chosen.logit == -math.inf:
+                error = GenerationError("The grammar allows no next token")
+                self._finish(slot, "error", error)
+                return
+            token = chosen.id
+        if not self._lib.llama_vocab_is_eog(self._vocab, token):
+            lib.llama_sampler_accept(slot.grammar, token)
+        self._sampled(slot, token)
+
+    def _grammar_allows(self, grammar: Any, token: int) -> bool:
+        lib = self._lib
+        single = lib.llama_token_data(token, 1.0, 0.0)
+        one = lib.llama_token_data_array(ctypes.pointer(single), 1, -1, False)
+        lib.llama_sampler_apply(grammar, ctypes.byref(one))
+        return single.logit != -math.inf
+
+    def _markup_tokens(self) -> np.ndarray:
+        """Control tokens that do not end a reply: a grammar may match their text
+        (``<s>`` in a JSON string), but a reply stops at them, so a constrained reply never
+        picks them."""
+        if self._control is None:
+            lib, vocab = self._lib, self._vocab
+            n_vocab = lib.llama_vocab_n_tokens(vocab)
+            self._control = np.array(
+                [lib.llama_vocab_is_control(vocab, t) and not lib.llama_vocab_is_eog(vocab, t)
+                 for t in range(n_vocab)], dtype=bool,
+            )  # fmt: skip
+        return self._control
+
+    def _markup(self, token: int) -> bool:
+        return bool(self._markup_tokens()[token])
+
+    def _candidates(self, row: int) -> Any:
+        """Every token with its logit at ``row``, as a ``llama_token_data_array`` (numpy fills
+        it: a Python loop over 262k tokens would cost more than the decode)."""
+        lib = self._lib
+        n_vocab = lib.llama_vocab_n_tokens(self._vocab)
+        if self._cells is None or len(self._cells) != n_vocab:
+            self._cells = np.zeros(n_vocab, dtype=_TOKEN_DATA)
+        self._cells["id"] = np.arange(n_vocab, dtype=np.int32)  # the samplers sort in place
+        logits = lib.llama_get_logits_ith(self.loaded.llama.ctx, row)
+        self._cells["logit"] = np.ctypeslib.as_array(logits, shape=(n_vocab,))
+        self._cells["logit"][self._markup_tokens()] = -np.inf
+        self._cells["p"] = 0.0
+        data = self._cells.ctypes.data_as(ctypes.POINTER(lib.llama_token_data))
+        return lib.llama_token_data_array(data, n_vocab, -1, False)
 
     def _sampled(self, slot: _Slot, token: int) -> None:
         job, text = slot.job, slot.text
@@ -347,7 +429,10 @@ class Scheduler:
                 job.events.put(("text", rest))
         job.finish_reason = reason
         self._lib.llama_sampler_free(slot.sampler)
-        slot.sampler, slot.text, slot.next_token, slot.pending = None, None, None, []
+        if slot.grammar is not None:
+            self._lib.llama_sampler_free(slot.grammar)
+        slot.sampler, slot.grammar, slot.text = None, None, None
+        slot.next_token, slot.pending = None, []
         with self._cond:
             slot.job = None
         job.events.put(("error", error) if error else ("end", None))

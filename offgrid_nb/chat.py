@@ -12,10 +12,11 @@ llama-cpp-python's ``Llama.create_completion`` does.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -24,8 +25,11 @@ from .chat_template import ChatFormat, TemplateChoice, check_override, template_
 from .download import ProgressCallback, pull_model
 from .engine import LoadedModel, load_model, share_model
 from .errors import ContextOverflowError, InvalidArgumentError
+from .structured import Constraint, check_grammar, constraint
+from .tool_calls import ToolCall, ToolPlan, plan
+from .tool_calls import check_messages as check_tool_messages
 
-Message = dict[str, str]
+Message = dict[str, Any]
 ROLES = ("system", "user", "assistant")
 
 
@@ -58,20 +62,9 @@ def check_options(*, temperature: Any, max_tokens: Any, n_ctx: Any = None) -> No
 
 
 def check_messages(messages: Any) -> list[Message]:
-    """Messages as ``[{"role", "content"}]`` with known roles and text content."""
-    if not isinstance(messages, list) or not messages:
-        raise InvalidArgumentError("messages must be a non-empty list of {role, content}")
-    for message in messages:
-        if (
-            not isinstance(message, dict)
-            or message.get("role") not in ROLES
-            or not isinstance(message.get("content"), str)
-        ):
-            raise InvalidArgumentError(
-                f"Invalid message: {message!r}",
-                hint=f"each message needs a role ({', '.join(ROLES)}) and text content",
-            )
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+    """Messages as ``[{"role", "content"}]`` with known roles and text content, and tool
+    turns (see :func:`offgrid_nb.tool_calls.check_messages`)."""
+    return check_tool_messages(messages, ROLES)
 
 
 class Reply:
@@ -92,13 +85,30 @@ class Reply:
         temperature: float,
         seed: int | None,
         stop_at_control: bool = True,
+        constraint: Constraint | None = None,
+        tools: ToolPlan | None = None,
     ) -> None:
         self.text = ""
+        self.content = ""  # the text without tool calls
+        self.tool_calls: list[ToolCall] = []
         self.usage: Usage | None = None
         self.finish_reason = "cancelled"
+        self.constraint = constraint
+        self.tools = tools
         self._model = model
-        self._job = Job(prompt, max_tokens, temperature, seed, stop_at_control)
+        grammar = constraint.grammar if constraint else None
+        self._job = Job(prompt, max_tokens, temperature, seed, stop_at_control, grammar)
         self._pieces = self._generate()
+
+    @property
+    def parsed(self) -> Any:
+        """The reply's value under ``format=``: the pydantic instance, or the parsed JSON
+        (``None`` without a JSON format).
+
+        Raises:
+            InvalidArgumentError: the reply was cut before its JSON was complete.
+        """
+        return self.constraint.parse(self.text) if self.constraint else None
 
     def __iter__(self) -> Iterator[str]:
         return self._pieces
@@ -121,6 +131,9 @@ class Reply:
                 yield piece
         finally:
             self.text = "".join(pieces)
+            self.content, self.tool_calls = (
+                self.tools.parse(self.text) if self.tools else (self.text, [])
+            )
             self.finish_reason = job.finish_reason
             first, last = job.first_token, job.last_token
             self.usage = Usage(
@@ -138,6 +151,28 @@ class Reply:
                 prompt_eval_ms=(first - job.submitted) * 1000 if first and job.submitted else 0.0,
                 eval_ms=(last - first) * 1000 if first and last else 0.0,
             )
+
+
+class ReplyText(str):
+    """A whole reply's text (a ``str``; without its tool calls) that also carries its
+    :class:`Reply`: ``parsed`` and ``tool_calls``."""
+
+    reply: Reply | None
+
+    def __new__(cls, text: str, reply: Reply | None) -> ReplyText:
+        value = super().__new__(cls, text)
+        value.reply = reply
+        return value
+
+    @property
+    def parsed(self) -> Any:
+        """The value under ``format=`` (see :attr:`Reply.parsed`)."""
+        return self.reply.parsed if self.reply else None
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The calls the reply made (see :attr:`Reply.tool_calls`)."""
+        return self.reply.tool_calls if self.reply else []
 
 
 @dataclass(frozen=True)
@@ -165,11 +200,13 @@ class _ModelRef:
         return {"n_ctx": self.n_ctx, "n_threads": self.n_threads, "parallel": self.parallel}
 
 
-def _chat_prompt(fmt: ChatFormat, messages: list[Message]) -> Prompt:
-    """The prompt of a chat reply: the conversation rendered with ``fmt``, tokenized."""
+def _chat_prompt(fmt: ChatFormat, messages: list[Message], tools: ToolPlan | None = None) -> Prompt:
+    """The prompt of a chat reply: the conversation rendered with ``fmt`` (tool turns as
+    ``tools`` says), tokenized."""
+    tools = tools or plan(fmt.choice.jinja, None)
 
     def prompt(loaded: LoadedModel) -> tuple[list[int], list[str]]:
-        rendered = fmt.render(messages)
+        rendered = fmt.render(tools.messages(messages), tools.template_tools())
         return _tokens(loaded, rendered.text, add_bos=rendered.add_bos), list(rendered.stop)
 
     return prompt
@@ -213,6 +250,11 @@ def complete(
     seed: int | None = None,
     template: str | None = None,
     parallel: int | None = None,
+    format: Any = None,
+    grammar: str | None = None,
+    tools: list[Any] | None = None,
+    tool_choice: Any = None,
+    parallel_tool_calls: bool = True,
 ) -> Reply:
     """Start one reply to ``messages`` (stateless, as an OpenAI chat completion).
 
@@ -226,30 +268,62 @@ def complete(
         seed: a sampling seed for reproducible replies.
         template: a chat template override: a llama.cpp built-in name, ``"none"`` or Jinja.
         parallel: replies the model decodes together (default: the ``parallel`` setting).
+        format: ``"json"``, a JSON schema or a pydantic model class: the reply is
+            constrained to it (see :mod:`offgrid_nb.structured`); ``Reply.parsed`` reads it.
+        grammar: GBNF the reply must match (instead of ``format``).
+        tools: functions the reply may call: OpenAI's tool specs or Python functions
+            (``Reply.tool_calls`` has the calls; see :mod:`offgrid_nb.tool_calls`).
+        tool_choice: ``"auto"``, ``"none"``, ``"required"`` or
+            ``{"type": "function", "function": {"name": ...}}``.
+        parallel_tool_calls: whether a reply may make several calls.
 
     Returns:
         A :class:`Reply`; iterate it to generate.
 
     Raises:
-        InvalidArgumentError: bad messages or options, or the template refused them.
+        InvalidArgumentError: bad messages or options, the template refused them, or a
+            bad format or grammar.
         ContextOverflowError: the messages leave no room for a reply in the context.
     """
     check_options(temperature=temperature, max_tokens=max_tokens, n_ctx=n_ctx)
     check_override(template)
     messages = check_messages(messages)
+    wanted = constraint(format, grammar)
     ref = _ModelRef(model, n_ctx, n_threads, parallel)
     with ref.share() as loaded:  # fail now, not at the first piece
-        prompt = _chat_prompt(chat_format(loaded, template), messages)
+        fmt = chat_format(loaded, template)
+        calls = plan(fmt.choice.jinja, tools, tool_choice, parallel_tool_calls)
+        wanted = _with_tools(wanted, calls)
+        prompt = _chat_prompt(fmt, messages, calls)
         tokens, _ = prompt(loaded)
         if len(tokens) + _reply_room(loaded.n_ctx, max_tokens) > loaded.n_ctx:
             raise _overflow(len(tokens), loaded.n_ctx)
+        _check_constraint(loaded, wanted)
     return Reply(
         ref.on(loaded.path),
         prompt,
         max_tokens=max_tokens,
         temperature=temperature,
         seed=seed,
+        constraint=wanted,
+        tools=calls,
     )
+
+
+def _with_tools(wanted: Constraint | None, tools: ToolPlan) -> Constraint | None:
+    """The reply's constraint: the tool-call grammar when the plan has one."""
+    grammar = tools.grammar()
+    if grammar is None:
+        return wanted
+    if wanted is not None:
+        raise InvalidArgumentError("Give either a format or tools that must be called, not both")
+    return Constraint(grammar, json=False)
+
+
+def _check_constraint(loaded: LoadedModel, wanted: Constraint | None) -> None:
+    """Fail now (a 400) when llama.cpp cannot parse the grammar, not in the scheduler."""
+    if wanted is not None:
+        check_grammar(loaded.llama._model.vocab, wanted.grammar)
 
 
 @overload
@@ -265,6 +339,8 @@ def generate(
     stop: str | list[str] | None = None,
     seed: int | None = None,
     parallel: int | None = None,
+    format: Any = None,
+    grammar: str | None = None,
 ) -> str: ...
 
 
@@ -281,6 +357,8 @@ def generate(
     stop: str | list[str] | None = None,
     seed: int | None = None,
     parallel: int | None = None,
+    format: Any = None,
+    grammar: str | None = None,
 ) -> Reply: ...
 
 
@@ -296,6 +374,8 @@ def generate(
     stop: str | list[str] | None = None,
     seed: int | None = None,
     parallel: int | None = None,
+    format: Any = None,
+    grammar: str | None = None,
 ) -> str | Reply:
     """Continue ``prompt`` (no chat template), as ``Llama.create_completion`` does.
 
@@ -310,6 +390,8 @@ def generate(
         stop: strings that end the text (not included in it).
         seed: a sampling seed for reproducible text.
         parallel: replies the model decodes together (default: the ``parallel`` setting).
+        format: ``"json"``, a JSON schema or a pydantic model class the text must match.
+        grammar: GBNF the text must match (instead of ``format``).
 
     Returns:
         The generated text, or with ``stream=True`` a :class:`Reply`.
@@ -322,6 +404,7 @@ def generate(
     if not isinstance(prompt, str) or not prompt:
         raise InvalidArgumentError("Empty prompt", hint="give some text to continue")
     stops = check_stop(stop)
+    wanted = constraint(format, grammar)
 
     def tokens(loaded: LoadedModel) -> tuple[list[int], list[str]]:
         return _tokens(loaded, prompt, add_bos=True), stops
@@ -331,6 +414,7 @@ def generate(
         count = len(tokens(loaded)[0])
         if count >= loaded.n_ctx:
             raise _overflow(count, loaded.n_ctx)
+        _check_constraint(loaded, wanted)
     reply = Reply(
         ref.on(loaded.path),
         tokens,
@@ -338,10 +422,11 @@ def generate(
         temperature=temperature,
         seed=seed,
         stop_at_control=False,  # exactly what create_completion gives
+        constraint=wanted,
     )
     if stream:
         return reply
-    return "".join(reply)
+    return ReplyText("".join(reply), reply)
 
 
 def check_stop(stop: Any) -> list[str]:
@@ -371,6 +456,13 @@ class Chat:
             ``"llama2"``...), ``"none"`` (continue the text, as for a base model) or Jinja.
         progress: called with :class:`offgrid_nb.download.DownloadProgress` events while a
             Hub model is downloaded.
+        tools: functions the model may call: Python functions (their signature and docstring
+            describe them) or OpenAI tool specs; a reply's calls are ``reply.tool_calls``.
+        tool_choice: ``"auto"``, ``"none"``, ``"required"`` or a named function (see
+            :func:`complete`).
+        run_tools: call the Python functions the model asks for, give it their results, and
+            repeat until it answers (at most ``max_tool_rounds`` rounds): an agent loop.
+        max_tool_rounds: the most calls-and-results rounds of one :meth:`send`.
 
     ``template_choice`` says which template the model got (see
     :mod:`offgrid_nb.chat_template`); when it is a base model, replies continue the text.
@@ -394,6 +486,10 @@ class Chat:
         template: str | None = None,
         progress: ProgressCallback | None = None,
         parallel: int | None = None,
+        tools: list[Any] | None = None,
+        tool_choice: Any = None,
+        run_tools: bool = False,
+        max_tool_rounds: int = 8,
     ) -> None:
         check_options(temperature=temperature, max_tokens=max_tokens, n_ctx=n_ctx)
         check_override(template)
@@ -405,10 +501,14 @@ class Chat:
         self.seed = seed
         self.usage: Usage | None = None
         self.dropped_turns = 0
+        self.last_reply: Reply | None = None
         self._messages: list[Message] = []
         ref = _ModelRef(path, n_ctx, n_threads, parallel)
         with ref.share() as loaded:  # fail now, not at a message
             self._format = chat_format(loaded, template)
+        self._tools = plan(self._format.choice.jinja, tools, tool_choice)
+        self.run_tools = run_tools
+        self.max_tool_rounds = max_tool_rounds
         self.template_choice = self._format.choice
         self._model = ref.on(loaded.path)
 
@@ -424,48 +524,103 @@ class Chat:
         self.usage = None
         self.dropped_turns = 0
 
-    def send(self, text: str) -> str:
-        """Send a message and return the whole reply."""
-        return "".join(self.stream(text))
+    def send(self, text: str, *, format: Any = None, grammar: str | None = None) -> ReplyText:
+        """Send a message and return the whole reply (a ``str``; under ``format=``, its
+        ``.parsed`` is the value: the pydantic instance, or the parsed JSON).
+
+        Args:
+            text: the message.
+            format: ``"json"``, a JSON schema or a pydantic model class the reply must match.
+            grammar: GBNF the reply must match (instead of ``format``).
+        """
+        for _ in self.stream(text, format=format, grammar=grammar):
+            pass
+        for _ in range(self.max_tool_rounds if self.run_tools else 0):
+            reply = self.last_reply
+            if reply is None or not reply.tool_calls:
+                break
+            for call in reply.tool_calls:
+                self.add_tool_result(call.id, self._run_tool(call))
+            # after the results, the model may answer: a required call is asked for once
+            for _ in self._reply(None, replace(self._tools, mode="auto", name=None)):
+                pass
+        last = self.last_reply
+        return ReplyText(last.content if last else "", last)
+
+    def add_tool_result(self, call_id: str, content: Any) -> None:
+        """Give the model the result of one of its calls (``reply.tool_calls[i].id``); the
+        next :meth:`send` (or ``run_tools``) sends it. ``content`` that is not text is JSON."""
+        names = {c["id"]: c["function"]["name"] for m in self._messages
+                 for c in m.get("tool_calls", ())}  # fmt: skip
+        if call_id not in names:
+            raise InvalidArgumentError(f"No tool call with id {call_id!r} in this chat")
+        text = content if isinstance(content, str) else json.dumps(content, default=str)
+        self._messages.append(
+            {"role": "tool", "content": text, "tool_call_id": call_id, "name": names[call_id]}
+        )
+
+    def _run_tool(self, call: ToolCall) -> Any:
+        """A call's result: the Python function's return value, or its error as text (the
+        model reads it and may try again)."""
+        tool = next((t for t in self._tools.tools if t.name == call.name), None)
+        if tool is None or tool.function is None:
+            return f"error: no Python function {call.name}"
+        try:
+            return tool.function(**call.arguments)
+        except Exception as exc:  # the model's arguments may be wrong: it is told so
+            return f"error: {type(exc).__name__}: {exc}"
 
     def _fit(self, loaded: LoadedModel) -> None:
         """Drop the oldest turns until the conversation leaves the reply room."""
         room = _reply_room(loaded.n_ctx, self.max_tokens)
         while True:
-            tokens, _ = _chat_prompt(self._format, self.history)(loaded)
+            tokens, _ = _chat_prompt(self._format, self.history, self._tools)(loaded)
             if len(tokens) + room <= loaded.n_ctx:
                 return
             if len(self._messages) <= 1:  # only the new message is left: it is too long
                 self._messages.pop()
                 raise _overflow(len(tokens), loaded.n_ctx)
             self._messages.pop(0)  # the oldest turn; the system prompt is not in the list
-            if self._messages and self._messages[0]["role"] == "assistant":
+            while self._messages and self._messages[0]["role"] in ("assistant", "tool"):
                 self._messages.pop(0)
             self.dropped_turns += 1
 
-    def stream(self, text: str) -> Iterator[str]:
+    def stream(self, text: str, *, format: Any = None, grammar: str | None = None) -> Iterator[str]:
         """Send a message; yield the reply in pieces as llama.cpp generates them.
 
         Closing the iterator early (Stop, Ctrl+C) stops generation; the partial reply is kept
-        in the history so the conversation stays consistent.
+        in the history so the conversation stays consistent. ``format`` and ``grammar`` are
+        :meth:`send`'s; ``last_reply`` is the :class:`Reply`.
         """
         if not isinstance(text, str) or not text.strip():
             raise InvalidArgumentError("Empty message", hint="type something to send")
+        wanted = constraint(format, grammar)
         self._messages.append({"role": "user", "content": text})
+        return self._reply(wanted)
+
+    def _reply(self, wanted: Constraint | None, tools: ToolPlan | None = None) -> Iterator[str]:
+        """The reply to the conversation so far (its last message a user's or a tool's)."""
+        tools = tools or self._tools
+        last = self._messages[-1]
         try:
+            wanted = _with_tools(wanted, tools)
             with self._model.share() as loaded:
                 self._fit(loaded)  # drop old turns now; the reply re-renders what is left
+                _check_constraint(loaded, wanted)
         except InvalidArgumentError:  # e.g. the template refused it: the message is not sent
-            if self._messages and self._messages[-1]["content"] is text:
+            if self._messages and self._messages[-1] is last and last["role"] == "user":
                 self._messages.pop()
             raise
         reply = Reply(
             self._model,
-            _chat_prompt(self._format, self.history),
+            _chat_prompt(self._format, self.history, tools),
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             seed=self.seed,
+            constraint=wanted,
+            tools=tools,
         )
+        self.last_reply = reply
         return self._record(reply)
 
     def _record(self, reply: Reply) -> Iterator[str]:
@@ -473,5 +628,8 @@ class Chat:
             yield from reply
         finally:
             reply.close()
-            self._messages.append({"role": "assistant", "content": reply.text})
+            message: Message = {"role": "assistant", "content": reply.content}
+            if reply.tool_calls:
+                message["tool_calls"] = [call.message_part() for call in reply.tool_calls]
+            self._messages.append(message)
             self.usage = reply.usage

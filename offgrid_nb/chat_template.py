@@ -34,7 +34,7 @@ from .errors import InvalidArgumentError
 from .gguf_info import GGUFInfo, local_header
 from .llama_backend import llama_cpp
 
-Message = dict[str, str]
+Message = dict[str, Any]
 
 GGUF, BUILTIN, JINJA, NONE = "gguf", "builtin", "jinja", "none"
 # What the front ends say after a base model's name.
@@ -191,22 +191,23 @@ class ChatFormat:
                 ) from None
         self._stops = self._markup_stops() if choice.is_chat else ()
 
-    def render(self, messages: list[Message]) -> Rendered:
-        """The prompt for ``messages``, with the generation prompt for the assistant's turn.
+    def render(self, messages: list[Message], tools: list[dict] | None = None) -> Rendered:
+        """The prompt for ``messages``, with the generation prompt for the assistant's turn;
+        ``tools`` (OpenAI's function specs) go to a Jinja template as ``tools``.
 
         Raises:
             InvalidArgumentError: the template refused the conversation (its message quoted).
         """
         if self.choice.kind == NONE:
             return Rendered(continuation(messages), True, ())
-        text, add_bos = self._apply(messages)
+        text, add_bos = self._apply(messages, tools)
         return Rendered(text, add_bos, self._stops)
 
-    def _apply(self, messages: list[Message]) -> tuple[str, bool]:
+    def _apply(self, messages: list[Message], tools: list[dict] | None = None) -> tuple[str, bool]:
         """The conversation with the generation prompt, and whether BOS must be added."""
         if self._jinja is not None:
             try:
-                response = self._jinja(messages=messages)
+                response = self._jinja(messages=messages, tools=tools)
             except Exception as exc:  # raise_exception() or any error inside the template
                 raise self._refused(str(exc)) from None
             return response.prompt, not response.added_special

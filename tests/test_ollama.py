@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import httpx
 import numpy as np
 import ollama
 import openai
@@ -213,3 +214,113 @@ def test_offgrid_serve_on_an_ollama_port_and_offgrid_ps(library):
     down = _cli("ps", "--url", f"http://127.0.0.1:{api_port}")
     assert down.returncode == 1
     assert down.stderr.startswith("error: No offgrid server answered at")
+
+
+def _strict(text: str):
+    """JSON as a strict parser reads it: NaN, Infinity and -Infinity refused."""
+
+    def refuse(word: str):
+        raise ValueError(f"not JSON: {word}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+async def test_the_ollama_client_lists_models_from_every_source(sources, library, tiny_model):
+    sources.hub_download("offgrid-test/fit-GGUF", "fit-Q4_K_M.gguf")  # no sha256 recorded
+    sources.lmstudio_model("lmstudio-community", "fit-GGUF", "fit-F32.gguf", tiny_model)
+    sources.llama_cpp_model("offgrid-test/fit-GGUF", "fit-F32.gguf", tiny_model)
+    sources.ollama_model("tinyllama:1b", tiny_model.read_bytes())
+    (sources.extra / "mine").mkdir(parents=True)
+    (sources.extra / "mine" / "mine-F32.gguf").write_bytes(tiny_model.read_bytes())
+    socket, port = bind_unused_port()
+    server = HTTPServer(make_app(ApiState.from_config(OffgridAPI()), token="t0k"))
+    server.add_sockets([socket])
+    host = f"http://127.0.0.1:{port}"
+    try:
+        client = ollama.AsyncClient(host=host, headers={"Authorization": "Bearer t0k"})
+        listed = (await client.list()).models  # pydantic-validated by the client
+        assert len(listed) == 6
+        digests = [m.digest for m in listed]
+        assert all(isinstance(d, str) and len(d) == 64 for d in digests)
+        assert len(set(digests)) == 6
+        assert digests == [m.digest for m in (await client.list()).models]  # stable
+        assert all(m.modified_at is not None and m.details.format == "gguf" for m in listed)
+        auth = {"Authorization": "Bearer t0k"}
+        async with httpx.AsyncClient(base_url=host, headers=auth) as raw:
+            _strict((await raw.get("/api/tags")).text)
+            for name in ("model", "name"):  # the older clients send "name"
+                shown = await raw.post("/api/show", json={name: listed[0].model})
+                body = _strict(shown.text)
+                assert isinstance(body["model_info"], dict)
+                assert "completion" in body["capabilities"]
+    finally:
+        server.stop()
+
+
+def test_answers_are_strict_json():
+    from offgrid_nb.server.responses import dumps
+
+    assert _strict(dumps({"a": [1, 2.5, None]})) == {"a": [1, 2.5, None]}
+    with pytest.raises(ValueError, match="JSON compliant"):
+        dumps({"digest": float("nan")})
+
+
+async def test_format_json_and_schema_through_the_ollama_client(jupyter_ollama, jp_fetch, library):
+    client = jupyter_ollama
+    options = {"num_predict": 300, "seed": 1}
+    reply = await client.chat(model=MODEL, messages=HELLO, format="json", options=options)
+    assert isinstance(json.loads(reply.message.content), dict)
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    stream = await client.generate(model=MODEL, prompt="Is it?", format=schema, options=options,
+                                   stream=True)  # fmt: skip
+    lines = [line async for line in stream]
+    assert set(json.loads("".join(line.response for line in lines))) == {"ok"}
+    assert isinstance(lines[-1].eval_count, int)
+    assert isinstance(lines[-1].prompt_eval_count, int)
+    for bad, words in [(7, "Invalid format"), ("yaml", "Invalid format"),
+                       ({"type": "strang"}, "Invalid JSON schema")]:  # fmt: skip
+        body = json.dumps({"model": MODEL, "messages": HELLO, "format": bad})
+        refused = await jp_fetch(
+            "offgrid", "api", "chat", method="POST", body=body, raise_error=False
+        )  # fmt: skip (the client refuses to send 7)
+        assert refused.code == 400
+        assert words in json.loads(refused.body)["error"]
+    assert (await client.chat(model=MODEL, messages=HELLO, options=GREEDY)).done  # still alive
+
+
+def weather(city: str) -> str:
+    """The weather in a city.
+
+    Args:
+        city: the city
+    """
+    return "sunny"
+
+
+async def test_tools_through_the_ollama_client(jupyter_ollama, library):
+    client = jupyter_ollama
+    options = {"num_predict": 300, "seed": 4}
+    for stream in (False, True):
+        reply = await client.chat(
+            model=MODEL, messages=HELLO, tools=[weather], options=options, stream=stream
+        )
+        if stream:
+            lines = [line async for line in reply]
+            assert lines[-1].done
+            calls = [c for line in lines for c in line.message.tool_calls or []]
+        else:
+            calls = reply.message.tool_calls or []
+        for call in calls:  # auto: a call or an answer; a call is whole, arguments an object
+            assert call.function.name == "weather"
+            assert isinstance(call.function.arguments, dict)
+    back = [
+        *HELLO,
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "content": "sunny", "tool_name": "weather"},
+    ]
+    answer = await client.chat(model=MODEL, messages=back, options=GREEDY)
+    assert answer.done

@@ -150,3 +150,48 @@ def test_cli_inspect_run_and_benchmark(real_hub, real_model, templated_model):
                      "4", "--llama-bench", "--iterations", "1", "--json", env=env)  # fmt: skip
     assert bench.returncode == 0, bench.stderr
     assert json.loads(bench.stdout)["config"]["tests"] == {"prompt": "pp16", "generation": "tg4"}
+
+
+REAL_SCHEMAS = [
+    {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+     "country": {"enum": ["France", "Italy", "Spain"]}}, "required": ["city", "country"],
+     "additionalProperties": False},
+    {"type": "object", "properties": {"facts": {"type": "array", "maxItems": 3,
+     "items": {"type": "object", "properties": {"text": {"type": "string", "minLength": 1,
+     "maxLength": 40}, "sure": {"type": "boolean"}}, "required": ["text"],
+     "additionalProperties": False}},
+     "count": {"type": "integer"}, "score": {"type": "number"}}, "required": ["facts", "count"],
+     "additionalProperties": False},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("which", ["base", "templated"])
+def test_the_real_model_gives_schema_valid_json(real_model, templated_model, which):
+    import jsonschema
+
+    model = real_model if which == "base" else templated_model
+    for schema in REAL_SCHEMAS:
+        for seed in (1, 2):
+            reply = complete(model, CAPITAL, format=schema, max_tokens=200, seed=seed)
+            text = "".join(reply)
+            jsonschema.validate(json.loads(text), schema)
+    answer = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 30}},
+              "required": ["answer"], "additionalProperties": False}  # fmt: skip
+    chat = Chat(templated_model, max_tokens=200, temperature=0)
+    assert set(chat.send("Name the capital of France.", format=answer).parsed) == {"answer"}
+
+
+def test_the_real_model_calls_a_python_function_on_a_template_without_tools(templated_model):
+    asked = []
+
+    def capital(country: str) -> str:
+        """The capital city of a country."""
+        asked.append(country)
+        return "Paris"
+
+    chat = Chat(templated_model, tools=[capital], tool_choice="required", run_tools=True,
+                max_tool_rounds=2, max_tokens=120, temperature=0)  # fmt: skip
+    answer = chat.send("What is the capital of France?")
+    assert asked
+    assert [m["role"] for m in chat.history][:3] == ["user", "assistant", "tool"]
+    assert isinstance(answer, str)

@@ -12,7 +12,6 @@ gets the token/cookie login, XSRF and origin checks; the standalone server
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
@@ -110,7 +109,7 @@ class OffgridHandler(APIHandler):
     def reply(self, data: responses.JSON, status: int = 200) -> None:
         """Send ``data`` as JSON."""
         self.set_status(status)
-        self.finish(json.dumps(data))
+        self.finish(responses.dumps(data))
 
     def start_events(self) -> None:
         """Answer with server-sent events (each sent by :meth:`send_event`)."""
@@ -121,7 +120,7 @@ class OffgridHandler(APIHandler):
         """One server-sent event; a failed flush means the client is gone."""
         if self.disconnected.is_set():
             return
-        text = data if isinstance(data, str) else json.dumps(data)
+        text = data if isinstance(data, str) else responses.dumps(data)
         self.write(f"data: {text}\n\n")
         try:
             await self.flush()
@@ -142,7 +141,7 @@ class OffgridHandler(APIHandler):
             body = responses.error(status_code, HTTPStatus(status_code).phrase)
         if status_code == 401:
             self.set_header("WWW-Authenticate", 'Bearer realm="offgrid"')
-        self.finish(json.dumps(body))
+        self.finish(responses.dumps(body))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """OffgridErrors are answers, not crashes: one line, no traceback."""
@@ -355,13 +354,20 @@ class GenerationHandler(OffgridHandler):
         opening = completion.opening()
         if opening is not None:
             await self.send_event(opening)
+        calls = reply.tools is not None and reply.tools.active  # sent once parsed
         try:
             async for text in self.reply_pieces(reply):
-                await self.send_event(completion.piece(text))
+                if not calls:
+                    await self.send_event(completion.piece(text))
         except OffgridError as exc:
             await self.send_event(responses.error(exc.http_status, exc.message, exc=exc))
         else:
-            await self.send_event(completion.closing(reply.finish_reason))
+            if calls and reply.content:
+                await self.send_event(completion.piece(reply.content))
+            for chunk in completion.tool_call_chunks(reply) if calls else []:
+                await self.send_event(chunk)
+            reason = "tool_calls" if reply.tool_calls else reply.finish_reason
+            await self.send_event(completion.closing(reason))
             if include_usage:
                 await self.send_event(completion.usage_chunk(reply))
         await self.send_event("[DONE]")

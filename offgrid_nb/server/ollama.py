@@ -11,7 +11,7 @@ Ollama's shape, ``{"error": "..."}``, with the same status codes as ``/v1``.
 from __future__ import annotations
 
 import asyncio
-import json
+import hashlib
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -58,7 +58,7 @@ class OllamaHandler(OffgridHandler):
         else:
             message = HTTPStatus(status_code).phrase
         self.set_status(status_code)
-        self.finish(json.dumps({"error": message}))
+        self.finish(responses.dumps({"error": message}))
 
     def model_field(self, body: params.Body) -> str:
         """The ``model`` field (``name`` in old clients), ``:latest`` dropped."""
@@ -70,7 +70,7 @@ class OllamaHandler(OffgridHandler):
         """One NDJSON line; a failed flush means the client is gone."""
         if self.disconnected.is_set():
             return
-        self.write(json.dumps(data) + "\n")
+        self.write(responses.dumps(data) + "\n")
         try:
             await self.flush()
         except StreamClosedError:
@@ -138,7 +138,13 @@ class _Generation(OllamaHandler):
             else:
                 await in_thread(run_reply, reply, self.disconnected)
         self.api.keep_alive.touch(keep)
-        last = {**head, "created_at": _now(), **piece("" if stream else reply.text)}
+        calls = reply.tools is not None and reply.tools.active
+        if stream and calls and not self.failed and (reply.content or reply.tool_calls):
+            await self.send_line({**head, "created_at": _now(), **_message(reply), "done": False})
+        if stream or not calls:
+            last = {**head, "created_at": _now(), **piece("" if stream else reply.text)}
+        else:
+            last = {**head, "created_at": _now(), **_message(reply)}
         last.update(done=True, done_reason=_done_reason(reply), **_timings(reply, started, load_s))
         if not stream:
             self.reply(last)
@@ -153,6 +159,8 @@ class _Generation(OllamaHandler):
         self.failed = False
         try:
             async for text in self.reply_pieces(reply):
+                if reply.tools is not None and reply.tools.active:
+                    continue  # sent whole once parsed
                 line = {**head, "created_at": _now(), **piece(text), "done": False}
                 await self.send_line(line)
         except OffgridError as exc:  # after the first line: Ollama's clients read {"error"}
@@ -160,8 +168,15 @@ class _Generation(OllamaHandler):
             await self.send_line({"error": str(exc)})
 
 
-def _assistant(text: str) -> responses.JSON:
-    return {"message": {"role": "assistant", "content": text}}
+def _message(reply: Reply) -> responses.JSON:
+    """A reply's message in Ollama's shape: its calls' arguments are objects."""
+    message: responses.JSON = {"role": "assistant", "content": reply.content}
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {"function": {"name": call.name, "arguments": call.arguments}}
+            for call in reply.tool_calls
+        ]
+    return {"message": message}
 
 
 class ChatHandler(_Generation):
@@ -175,11 +190,13 @@ class ChatHandler(_Generation):
         model, options = self.model_field(body), _options(body)
         messages = check_messages(body.get("messages"))
         template = params.checked(body, "template", "str")
+        fmt = params.ollama_format(body)
+        tools = params.tool_fields(body)
 
         def start() -> Reply:
             return complete(
-                self.api.model_path(model), messages, template=template,
-                **options, **self.api.generation_options(),
+                self.api.model_path(model), messages, template=template, format=fmt,
+                **tools, **options, **self.api.generation_options(),
             )  # fmt: skip
 
         await self.run(
@@ -206,19 +223,20 @@ class GenerateHandler(_Generation):
         system = params.checked(body, "system", "str")
         raw = params.checked(body, "raw", "bool", False)
         stop = check_stop(params.checked(body, "options", "object", {}).get("stop"))
+        fmt = params.ollama_format(body)
 
         def start() -> Reply:
             path = self.api.model_path(model)
             choice = file_template(path)
             if raw or choice is None or not choice.is_chat:
                 return generate(
-                    path, prompt, stream=True, stop=stop, **options,
+                    path, prompt, stream=True, stop=stop, format=fmt, **options,
                     **self.api.generation_options(),
                 )  # fmt: skip
             turns = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": prompt}
             ]
-            return complete(path, turns, **options, **self.api.generation_options())
+            return complete(path, turns, format=fmt, **options, **self.api.generation_options())
 
         await self.run(body, start, lambda text: {"response": text})
 
@@ -249,6 +267,14 @@ def _details(path: Path) -> responses.JSON:
     }
 
 
+def _digest(sha256: Any, path: str) -> str:
+    """The recorded sha256, else a stable id of the file (its path hashed: never the file's
+    bytes, so listing stays fast; the HF cache and LM Studio record none)."""
+    if isinstance(sha256, str) and sha256:
+        return sha256
+    return hashlib.sha256(path.encode("utf-8")).hexdigest()
+
+
 class TagsHandler(OllamaHandler):
     """``GET /api/tags``: the local models."""
 
@@ -267,7 +293,7 @@ class TagsHandler(OllamaHandler):
                 "model": entry["id"],
                 "modified_at": datetime.fromtimestamp(entry["created"], timezone.utc).isoformat(),
                 "size": entry["size"],
-                "digest": row.sha256 or "",
+                "digest": _digest(row.sha256, row.path),
                 "details": _details(Path(row.path)),
             }
             for entry, row in zip(listed, df.itertuples(), strict=True)
@@ -301,7 +327,12 @@ class ShowHandler(OllamaHandler):
                 f"{arch}.embedding_length": info.n_embd,
                 f"{arch}.block_count": info.n_layers,
             },
-            "capabilities": ["completion", "embedding"],
+            # tools: on every chat model (offgrid_nb.tool_calls' generic format without support)
+            "capabilities": [
+                "completion",
+                "embedding",
+                *(["tools"] if choice and choice.is_chat else []),
+            ],
             "modified_at": datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(),
         }
 

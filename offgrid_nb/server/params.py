@@ -17,6 +17,8 @@ from ..chat_template import check_override
 from ..download import check_connections
 from ..errors import InvalidArgumentError, UnsafePathError
 from ..library import is_safe_relative_path
+from ..structured import constraint
+from ..tool_calls import check_tool_choice, check_tools
 
 Body = dict[str, Any]
 
@@ -246,6 +248,26 @@ class ChatRequest:
     max_tokens: int
     seed: int | None
     template: str | None = None
+    format: Any = None  # "json" or a JSON schema (see offgrid_nb.structured)
+    grammar: str | None = None
+    tools: list[Any] | None = None  # OpenAI's tool specs (see offgrid_nb.tool_calls)
+    tool_choice: Any = None
+    parallel_tool_calls: bool = True
+
+
+def tool_fields(body: Body) -> dict[str, Any]:
+    """``tools``, ``tool_choice`` and ``parallel_tool_calls`` of a chat request, checked now.
+
+    Raises:
+        InvalidArgumentError: tools not a list, a tool without a name, an unknown tool_choice.
+    """
+    tools = body.get("tools")
+    check_tool_choice(body.get("tool_choice"), check_tools(tools))
+    return {
+        "tools": tools or None,
+        "tool_choice": body.get("tool_choice"),
+        "parallel_tool_calls": checked(body, "parallel_tool_calls", "bool", True),
+    }
 
 
 @dataclass(frozen=True)
@@ -260,6 +282,56 @@ class CompletionRequest:
     max_tokens: int
     stop: list[str]
     seed: int | None
+    format: Any = None
+    grammar: str | None = None
+
+
+def output_format(body: Body) -> tuple[Any, str | None]:
+    """``(format, grammar)`` of an OpenAI request: ``response_format`` (``text``,
+    ``json_object``, ``json_schema`` with ``{name, schema, strict}``), or llama-server's
+    ``json_schema`` (a schema) or ``grammar`` (GBNF); checked now (bad ones are a 400).
+
+    Raises:
+        InvalidArgumentError: a wrong type, an unknown response_format, an invalid schema,
+            or more than one of them.
+    """
+    given = {name: body[name] for name in ("response_format", "json_schema", "grammar")
+             if body.get(name) is not None}  # fmt: skip
+    if len(given) > 1:
+        raise InvalidArgumentError(f"Give one of {', '.join(given)}, not several")
+    fmt: Any = None
+    response_format = checked(body, "response_format", "object")
+    if response_format is not None:
+        kind = response_format.get("type")
+        if kind == "json_object":
+            fmt = "json"
+        elif kind == "json_schema":
+            spec = checked(response_format, "json_schema", "object", required=True)
+            fmt = checked(spec, "schema", "object", {"type": "object"})
+        elif kind != "text":
+            raise InvalidArgumentError(
+                f"Invalid response_format type: {kind!r}", hint="text, json_object or json_schema"
+            )
+    if body.get("json_schema") is not None:
+        fmt = checked(body, "json_schema", "object")
+    grammar = checked(body, "grammar", "str")
+    constraint(fmt, grammar)  # a 400 now, not in the reply
+    return fmt, grammar
+
+
+def ollama_format(body: Body) -> Any:
+    """Ollama's ``format``: ``"json"`` or a JSON schema (``""`` or absent: free text).
+
+    Raises:
+        InvalidArgumentError: anything else, or an invalid schema.
+    """
+    value = body.get("format")
+    if value is not None and not isinstance(value, str | dict):
+        raise InvalidArgumentError(
+            f"Invalid format: {value!r}", hint='use "json" or a JSON schema object'
+        )
+    constraint(value)  # a 400 now, not in the reply
+    return value or None
 
 
 def _max_tokens(body: Body, default: int) -> int:
@@ -284,6 +356,7 @@ def completion_request(body: Body) -> CompletionRequest:
             "prompt must be a non-empty string", hint="one prompt per request"
         )
     options = checked(body, "stream_options", "object", {})
+    fmt, grammar = output_format(body)
     return CompletionRequest(
         model=model_name(body),
         prompt=prompt,
@@ -293,6 +366,8 @@ def completion_request(body: Body) -> CompletionRequest:
         max_tokens=max_tokens,
         stop=check_stop(body.get("stop")),
         seed=checked(body, "seed", "int"),
+        format=fmt,
+        grammar=grammar,
     )
 
 
@@ -306,6 +381,7 @@ def chat_request(body: Body) -> ChatRequest:
     temperature = checked(body, "temperature", "number", 0.7)
     check_options(temperature=temperature, max_tokens=max_tokens)
     options = checked(body, "stream_options", "object", {})
+    fmt, grammar = output_format(body)
     return ChatRequest(
         model=model_name(body),
         messages=check_messages(body.get("messages")),
@@ -315,6 +391,9 @@ def chat_request(body: Body) -> ChatRequest:
         max_tokens=max_tokens,
         seed=checked(body, "seed", "int"),
         template=check_override(checked(body, "template", "str")),
+        format=fmt,
+        grammar=grammar,
+        **tool_fields(body),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from ..fit import MemoryEstimate
     from ..gguf_info import GGUFInfo
     from ..library import LocalModel
+    from ..tool_calls import ToolCall
     from .jobs import DownloadJob
 
 JSON = dict[str, Any]
@@ -32,6 +34,13 @@ _ERROR_TYPES = {
     409: "conflict_error",
     503: "overloaded_error",
 }
+
+
+def dumps(data: JSON | list[Any]) -> str:
+    """``data`` as strict JSON text: the one serializer of every answer, stream line and event
+    (``NaN`` or ``Infinity`` is a bug to fix where the value is made, never sent: clients'
+    strict parsers reject it)."""
+    return json.dumps(data, allow_nan=False)
 
 
 def error(status: int, message: str, *, exc: OffgridError | None = None) -> JSON:
@@ -260,6 +269,16 @@ def loaded_model(loaded: LoadedModel | None) -> JSON | None:
     }
 
 
+def _openai_call(call: ToolCall) -> JSON:
+    """A tool call in OpenAI's shape: ``function.arguments`` a JSON string."""
+    return {"id": call.id, "type": "function",
+            "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}  # fmt: skip
+
+
+def _finish_reason(reply: Reply) -> str:
+    return "tool_calls" if reply.tool_calls else reply.finish_reason
+
+
 @dataclass(frozen=True)
 class Completion:
     """One OpenAI chat completion being answered: whole, or as ``chat.completion.chunk``\\s.
@@ -293,10 +312,27 @@ class Completion:
         return {"message": {"role": "assistant", "content": text}}
 
     def whole(self, reply: Reply) -> JSON:
-        """The non-streaming answer."""
-        choice = {"index": 0, **self._choice(reply.text, streamed=False)}
-        choice["finish_reason"] = reply.finish_reason
+        """The non-streaming answer (a chat reply's tool calls in ``message.tool_calls``)."""
+        choice = {"index": 0, **self._choice(reply.content, streamed=False)}
+        if reply.tool_calls:
+            choice["message"] = {
+                "role": "assistant",
+                "content": reply.content or None,
+                "tool_calls": [_openai_call(call) for call in reply.tool_calls],
+            }
+        choice["finish_reason"] = _finish_reason(reply)
         return {**self._head(self.kind), "choices": [choice], "usage": self._usage(reply.usage)}
+
+    def tool_call_chunks(self, reply: Reply) -> list[JSON]:
+        """A streamed reply's tool calls (sent when the reply is complete): for each call, a
+        delta with ``index``, ``id``, ``type`` and ``function.name``, then its arguments."""
+        chunks = []
+        for index, call in enumerate(reply.tool_calls):
+            head = {"index": index, "id": call.id, "type": "function",
+                    "function": {"name": call.name, "arguments": ""}}  # fmt: skip
+            arguments = {"index": index, "function": {"arguments": json.dumps(call.arguments)}}
+            chunks += [self.chunk({"delta": {"tool_calls": [part]}}) for part in (head, arguments)]
+        return chunks
 
     def chunk(self, body: JSON, finish_reason: str | None = None) -> JSON:
         """One streamed piece (``body`` is the choice's content: a delta, or a text)."""

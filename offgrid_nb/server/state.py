@@ -132,6 +132,11 @@ class ApiState:
             max_tokens=request.max_tokens,
             seed=request.seed,
             template=request.template,
+            format=request.format,
+            grammar=request.grammar,
+            tools=request.tools,
+            tool_choice=request.tool_choice,
+            parallel_tool_calls=request.parallel_tool_calls,
             **self.generation_options(),
         )
 
@@ -145,6 +150,8 @@ class ApiState:
             max_tokens=request.max_tokens,
             stop=request.stop,
             seed=request.seed,
+            format=request.format,
+            grammar=request.grammar,
             **self.generation_options(),
         )
 
