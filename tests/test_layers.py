@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "offgrid_nb"
 # Lowest first; a module may import its own layer and those below it.
 LAYERS = [
     {"errors", "sizes", "names", "refs", "jsonfile", "llama_backend", "catalog"},
-    {"config", "manifest", "synthetic", "mirror"},
+    {"config", "manifest", "synthetic", "mirror", "devices"},
     {"hub", "bundled_model"},
     {"gguf_info"},
     {"fit"},
