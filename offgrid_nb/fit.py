@@ -387,6 +387,23 @@ def plan_offload(
     )
 
 
+def machine_plan(
+    info: GGUFInfo,
+    estimate: MemoryEstimate,
+    *,
+    ram_gb: float | None = None,
+    vram_gb: float | None = None,
+) -> OffloadPlan:
+    """:func:`plan_offload` on this machine, or on one of ``ram_gb`` / ``vram_gb``
+    (:func:`machine_devices`).
+
+    Raises:
+        InvalidArgumentError: a bad ``ram_gb`` or ``vram_gb``.
+    """
+    devices = machine_devices(ram_gb=ram_gb, vram_gb=vram_gb)
+    return plan_offload(info, estimate, devices, ram_bytes=available_memory(ram_gb))
+
+
 def machine_devices(*, ram_gb: float | None = None, vram_gb: float | None = None) -> list[Device]:
     """The devices a fit is for: this machine's, or a made-up one.
 
@@ -711,6 +728,7 @@ __all__ = [
     "estimate_memory",
     "fit_verdict",
     "machine_devices",
+    "machine_plan",
     "plan_offload",
     "recommend",
     "recommended_variant",
