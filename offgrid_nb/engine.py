@@ -312,13 +312,19 @@ def load_model(
                 llama = _new_llama(options, fewer, parallel)
                 n_gpu_layers = fewer
         except _LOAD_ERRORS as exc:
-            reason = next(
-                (line for line in reversed(recent_log()) if "error" in line.lower()), str(exc)
+            lines = recent_log()
+            memory = next((line for line in reversed(lines) if _OUT_OF_MEMORY.search(line)), None)
+            reason = memory or next(
+                (line for line in reversed(lines) if "error" in line.lower()), str(exc)
+            )
+            hint = (
+                "GPU memory ran out: pass fewer n_gpu_layers, a smaller context or quantization"
+                if memory
+                else "the file may be damaged (offgrid verify NAME) or use an architecture "
+                "this llama.cpp build does not support"
             )
             raise ModelLoadError(
-                f"llama.cpp could not load {path.name}: {reason.strip()}",
-                hint="the file may be damaged (offgrid verify NAME) or use an architecture "
-                "this llama.cpp build does not support",
+                f"llama.cpp could not load {path.name}: {reason.strip()}", hint=hint
             ) from exc
         name = model_label(model, found)
         _current = LoadedModel(
