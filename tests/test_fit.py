@@ -392,3 +392,15 @@ def test_search_with_vram_gb(gguf_hub):
     df = search(vram_gb=16, ram_gb=8)
     assert "offload" in df.columns
     assert set(df["offload"].dropna()) == {"gpu"}
+
+
+def test_cli_vram(gguf_hub, gguf_hub_root, capsys):
+    assert main(["search", "--vram", "16", "--ram", "8", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"offload": "gpu"' in out
+    filename = next(p.name for p in (gguf_hub_root / FIT_REPO).glob("*.gguf"))
+    assert main(["inspect", FIT_REPO, filename, "--vram", "16", "--ram", "8"]) == 0
+    assert "offload        gpu (" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse refuses it before any request
+        main(["inspect", FIT_REPO, filename, "--vram", "0"])
+    assert "--vram: must be more than 0" in capsys.readouterr().err
