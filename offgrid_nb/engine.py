@@ -37,7 +37,12 @@ import psutil
 
 from .config import get_settings
 from .devices import Device, gpus, list_devices
-from .errors import InsufficientMemoryError, ModelLoadError, UnsupportedModelError
+from .errors import (
+    InsufficientMemoryError,
+    InvalidArgumentError,
+    ModelLoadError,
+    UnsupportedModelError,
+)
 from .fit import TOO_LARGE, OffloadPlan, available_memory, estimate_memory, plan_offload
 from .gguf_info import GGUFInfo, inspect_file
 from .library import model_label, resolve_model
@@ -275,6 +280,11 @@ def load_model(
     plan = _plan(info, path, n_ctx, parallel, devices, force)
     if n_gpu_layers is None or n_gpu_layers == "auto":
         n_gpu_layers = plan.gpu_layers
+    elif isinstance(n_gpu_layers, bool) or not isinstance(n_gpu_layers, int):
+        raise InvalidArgumentError(
+            f"Invalid n_gpu_layers: {n_gpu_layers!r}",
+            hint='a whole number of layers (-1: all), or "auto" for as many as fit',
+        )
     wanted = (path, n_ctx, n_threads, n_gpu_layers, embedding, parallel)
     with _load_lock:
         current = _current

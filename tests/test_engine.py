@@ -13,7 +13,12 @@ import pytest
 
 from offgrid_nb import engine, llama_backend
 from offgrid_nb.devices import Device, list_devices
-from offgrid_nb.errors import InsufficientMemoryError, ModelLoadError, NotFoundError
+from offgrid_nb.errors import (
+    InsufficientMemoryError,
+    InvalidArgumentError,
+    ModelLoadError,
+    NotFoundError,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -174,3 +179,8 @@ def test_other_failures_are_not_retried(tiny_model, gpu_machine):
 def test_layers_given_by_hand_are_used(tiny_model, gpu_machine):
     assert engine.load_model(tiny_model, n_gpu_layers=1).n_gpu_layers == 1
     assert gpu_machine.calls == [1]
+
+
+def test_bad_n_gpu_layers_is_a_clear_error(tiny_model):
+    with pytest.raises(InvalidArgumentError, match="Invalid n_gpu_layers: 'all'"):
+        engine.load_model(tiny_model, n_gpu_layers="all")
