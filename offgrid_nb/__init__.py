@@ -51,6 +51,7 @@ _LAZY = {
     "recommend": "fit",
     "recommended_variant": "fit",
     "panel": "widgets",
+    "hardware": "devices",  # this llama.cpp build's devices (CPU, GPUs) and their memory
 }
 
 

@@ -164,6 +164,9 @@ class BenchmarkResult:
         df["cpu"] = self.system["cpu"]
         df["hostname"] = self.system["hostname"]
         df["started_at"] = self.started_at
+        df["backend"] = self.system.get("backend")  # where the layers ran: "CPU", "CUDA+CPU"...
+        df["devices"] = ",".join(self.system.get("devices", ()))
+        df["gpu_layers"] = self.system.get("n_gpu_layers")
         return df
 
     def plot(self) -> Figure:
@@ -204,6 +207,8 @@ def system_info(loaded: LoadedModel | None = None) -> dict[str, Any]:
             n_ctx=loaded.n_ctx,
             n_gpu_layers=loaded.n_gpu_layers,
             quant=loaded.info.quant,
+            backend=loaded.backend,
+            devices=list(loaded.devices),
         )
     return info
 

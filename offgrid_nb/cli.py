@@ -80,7 +80,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         min_downloads=args.min_downloads,
         max_size=args.max_size,
         ram_gb=args.ram,
-        fits_only=args.ram is not None,
+        vram_gb=args.vram,
+        fits_only=args.ram is not None or args.vram is not None,
     )
     if args.json:
         print(to_json(df.drop(columns=["variants"]), total=df.attrs["total"]))
@@ -88,6 +89,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.ram is not None:
             print(f"Models that fit in {args.ram:g} GB at 4096 tokens of context; each repo's")
             print("recommended file is its best quantization that fits.\n")
+        if args.vram is not None:
+            print(f"Offload to a {args.vram:g} GB GPU: gpu (every layer), partial, or cpu.\n")
         print(search_blocks(df))
     return 0
 
@@ -135,7 +138,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     from .chat_template import choose_template
     from .errors import UnsupportedModelError
-    from .fit import available_memory, estimate_memory, fit_verdict
+    from .fit import available_memory, estimate_memory, machine_plan
     from .gguf_info import inspect_gguf
     from .sizes import format_size
 
@@ -146,12 +149,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         estimate = estimate_memory(info, args.ctx, args.kv_type)
     except UnsupportedModelError as exc:
         estimate, reason = None, exc.message
-    verdict = fit_verdict(estimate.total_bytes, available) if estimate else None
+    plan = machine_plan(info, estimate, ram_gb=args.ram, vram_gb=args.vram) if estimate else None
+    verdict = plan.ram_verdict if plan else None
     if args.json:
         data = {
             "info": info.to_dict(),
             "template": choice.describe(),
             "estimate": asdict(estimate) if estimate else None,
+            "offload": asdict(plan) if plan else None,
         }
         print(json.dumps({**data, "available_bytes": available, "fits": verdict}, indent=2))
         return 0
@@ -166,6 +171,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             f" + compute {format_size(estimate.compute_bytes)}",
             f"  verdict        {verdict} ({format_size(available)} available;"
             " fits: up to 80%, tight: up to 100%)",
+            f"  offload        {plan.summary}"
+            + "".join(f", {name} {format_size(n)}" for name, n in plan.device_bytes),
         ]
     print("\n".join(lines))
     return 0
@@ -445,6 +452,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hardware(args: argparse.Namespace) -> int:
+    """``offgrid hardware``: the devices of this llama.cpp build and their memory."""
+    from .devices import hardware
+    from .render import to_json
+
+    df = hardware()
+    if args.json:
+        print(to_json(df, backends=df.attrs["backends"], notice=df.attrs["notice"]))
+        return 0
+    print(f"llama.cpp backends: {', '.join(df.attrs['backends'])}")
+    for row in df.itertuples(index=False):
+        print(
+            f"  {row.name:<10} {row.kind:<5} {row.free_gb:6.1f} GB free of {row.total_gb:6.1f}"
+            f"  {row.description}" + ("  (unified with RAM)" if row.unified else "")
+        )
+    if df.attrs["notice"]:
+        print(f"note: {df.attrs['notice']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``offgrid`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -472,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ram", type=_positive_float, metavar="GB", help="only models that fit in this much memory"
     )
+    p.add_argument("--vram", type=_positive_float, metavar="GB", help="and a GPU of this much")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_search)
 
@@ -482,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-type", default="f16", help="KV cache type: f16 (default), q8_0, q4_0...")
     p.add_argument(
         "--ram", type=_positive_float, metavar="GB", help="memory to fit in (default: available)"
+    )
+    p.add_argument(
+        "--vram", type=_positive_float, metavar="GB", help="GPU memory (default: this machine's)"
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_inspect)
@@ -610,6 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--generated", action="store_true", help="use a generated model, not the real one"
     )
     p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("hardware", help="the devices llama.cpp can use here, and their memory")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_hardware)
     return parser
 
 

@@ -47,6 +47,7 @@ ENVIRONMENT: dict[str, str] = {
     "faster than 4 connections carry)",
     "OFFGRID_PARALLEL": "replies decoded together in this process (1; each slot has its own "
     "context)",
+    "OFFGRID_GPU_RESERVE_MB": "GPU memory the fit leaves free on each GPU, in MB (1024)",
     "OFFGRID_SOURCES": "which model sources are on: comma-separated "
     "`offgrid,hf-cache,lmstudio,ollama,llama.cpp,folder`, or `all` (default: all whose "
     "folder exists)",
@@ -143,6 +144,9 @@ class Settings:
     # Replies decoded together (each slot has its own n_ctx of KV cache): 1 in a notebook
     # kernel; the servers set their own (OffgridAPI.parallel, 4 by measurement).
     parallel: int = 1
+    # free memory the fit leaves on each GPU (OFFGRID_GPU_RESERVE_MB): drivers, the desktop,
+    # other programs; llama.cpp's --fit leaves 1 GiB too (common.h fit_params_target)
+    gpu_reserve: int = 1 << 30
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced (``None`` values are ignored)."""
@@ -199,6 +203,8 @@ def get_settings(**overrides: object) -> Settings:
     ):
         if env.get(key, "").isdigit():
             settings = replace(settings, **{name: int(env[key])})
+    if env.get("OFFGRID_GPU_RESERVE_MB", "").isdigit():
+        settings = replace(settings, gpu_reserve=int(env["OFFGRID_GPU_RESERVE_MB"]) << 20)
     if env.get("OFFGRID_PARALLEL", "").isdigit() and int(env["OFFGRID_PARALLEL"]) > 0:
         settings = replace(settings, parallel=int(env["OFFGRID_PARALLEL"]))
     return settings.with_overrides(**{**_overrides, **overrides})

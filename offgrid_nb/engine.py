@@ -5,6 +5,10 @@
   the Jupyter kernel).
 - **Memory check**: weights + KV cache + compute are estimated for the chosen context and the
   load is refused when they cannot fit in available RAM (unless ``force=True``).
+- **Offload as the fit says**: ``n_gpu_layers="auto"`` loads with the layer count
+  :func:`offgrid_nb.fit.plan_offload` packs into the GPUs of this build (0 on a CPU-only
+  build); a load that fails for memory with layers offloaded is retried once with half of
+  them, and :attr:`LoadedModel.offload_notice` says so.
 - **One model per process** by default: asking for the loaded model again reuses it; asking
   for another frees the first.
 - **Safe across threads**: a model is held through its :class:`ModelLock`: generation (the
@@ -19,7 +23,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,8 +36,14 @@ from typing import Any
 import psutil
 
 from .config import get_settings
-from .errors import InsufficientMemoryError, ModelLoadError
-from .fit import TOO_LARGE, available_memory, estimate_memory, fit_verdict
+from .devices import Device, gpus, list_devices
+from .errors import (
+    InsufficientMemoryError,
+    InvalidArgumentError,
+    ModelLoadError,
+    UnsupportedModelError,
+)
+from .fit import TOO_LARGE, OffloadPlan, available_memory, estimate_memory, plan_offload
 from .gguf_info import GGUFInfo, inspect_file
 from .library import model_label, resolve_model
 from .llama_backend import clear_log, llama_cpp, recent_log
@@ -108,6 +120,9 @@ class LoadedModel:
     name: str = ""  # its file name without .gguf (links not followed), or its Ollama name
     closed: bool = False  # set, under ``lock`` held alone, when llama.cpp has freed it
     lock: ModelLock = field(default_factory=ModelLock)
+    devices: tuple[str, ...] = ("CPU",)  # where its layers are: the GPUs given some, the CPU
+    backend: str = "CPU"  # the backends of those devices ("CUDA", "Metal", "CUDA+CPU"...)
+    offload_notice: str | None = None  # set when a load had to be retried with fewer layers
 
 
 _current: LoadedModel | None = None
@@ -119,9 +134,12 @@ def default_threads() -> int:
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
-def gpu_layers() -> int:
-    """All layers (-1) when this llama.cpp build can offload to a GPU, else 0."""
-    return -1 if llama_cpp().llama_supports_gpu_offload() else 0
+_log = logging.getLogger(__name__)
+# what llama.cpp's backends log when a buffer does not fit (CUDA, Metal, Vulkan, ROCm)
+_OUT_OF_MEMORY = re.compile(
+    r"out of memory|failed to allocate|unable to allocate|OutOfDeviceMemory", re.IGNORECASE
+)
+_LOAD_ERRORS = (ValueError, RuntimeError, OSError)
 
 
 def context_size(info: GGUFInfo, n_ctx: int | None) -> int:
@@ -139,13 +157,24 @@ def _pooling(info: GGUFInfo) -> int:
     return info.pooling_type if info.pooling_type not in (None, 0) else mean
 
 
-def _check_memory(info: GGUFInfo, path: Path, n_ctx: int, parallel: int) -> None:
-    estimate = estimate_memory(info, n_ctx=n_ctx, parallel=parallel)  # every slot's KV cache
+def _plan(
+    info: GGUFInfo, path: Path, n_ctx: int, parallel: int, devices: list[Device], force: bool
+) -> OffloadPlan:
+    """Where the layers go (:func:`offgrid_nb.fit.plan_offload`); refused when what stays in
+    RAM does not fit it, unless ``force`` (which also loads a model the estimate cannot
+    describe, on the CPU)."""
+    try:
+        estimate = estimate_memory(info, n_ctx=n_ctx, parallel=parallel)  # every slot's KV
+    except UnsupportedModelError:
+        if not force:
+            raise
+        return OffloadPlan(n_layers=info.n_layers or 0, gpu_layers=0)
     available = available_memory()
-    if fit_verdict(estimate.total_bytes, available) != TOO_LARGE:
-        return
+    plan = plan_offload(info, estimate, devices, ram_bytes=available)
+    if force or plan.verdict != TOO_LARGE:
+        return plan
     raise InsufficientMemoryError(
-        f"{path.name} needs about {format_size(estimate.total_bytes)} at context {n_ctx} "
+        f"{path.name} needs about {format_size(plan.ram_bytes)} of RAM at context {n_ctx} "
         f"x {parallel} slot(s) "
         f"but only {format_size(available)} of RAM is available",
         hint="try a smaller quantization (e.g. Q4_K_M or Q3_K_M), a smaller context (--ctx), "
@@ -208,7 +237,7 @@ def load_model(
     *,
     n_ctx: int | None = None,
     n_threads: int | None = None,
-    n_gpu_layers: int | None = None,
+    n_gpu_layers: int | str | None = "auto",
     parallel: int | None = None,
     force: bool = False,
     embedding: bool = False,
@@ -219,7 +248,9 @@ def load_model(
         model: a name as :func:`offgrid_nb.library.resolve_model` accepts, or a path.
         n_ctx: context window in tokens (default: the model's, capped by the settings).
         n_threads: CPU threads (default: physical cores).
-        n_gpu_layers: layers to offload (default: all when the build has a GPU backend).
+        n_gpu_layers: layers to offload to the GPUs; ``"auto"`` (or ``None``): as many as
+            fit (:func:`offgrid_nb.fit.plan_offload`; 0 on a CPU-only build), retried once
+            with half as many when the load fails for memory.
         parallel: sequences decoded together, each with ``n_ctx`` tokens (default: the
             ``parallel`` setting).
         force: load even when the memory estimate says it will not fit.
@@ -231,7 +262,7 @@ def load_model(
     Raises:
         NotFoundError, AmbiguousError: the name resolves to no model or to several.
         InvalidModelError: the file is not a valid GGUF (checked before llama.cpp sees it).
-        InsufficientMemoryError: it would not fit in available RAM.
+        InsufficientMemoryError: what stays in RAM would not fit in the RAM available.
         ModelLoadError: llama.cpp refused it; the message quotes llama.cpp's reason.
     """
     global _current
@@ -244,8 +275,16 @@ def load_model(
     info = inspect_file(path)
     n_ctx = context_size(info, n_ctx)
     n_threads = n_threads or default_threads()
-    n_gpu_layers = gpu_layers() if n_gpu_layers is None else n_gpu_layers
     parallel = 1 if embedding else parallel or get_settings().parallel
+    devices = list_devices()
+    plan = _plan(info, path, n_ctx, parallel, devices, force)
+    if n_gpu_layers is None or n_gpu_layers == "auto":
+        n_gpu_layers = plan.gpu_layers
+    elif isinstance(n_gpu_layers, bool) or not isinstance(n_gpu_layers, int):
+        raise InvalidArgumentError(
+            f"Invalid n_gpu_layers: {n_gpu_layers!r}",
+            hint='a whole number of layers (-1: all), or "auto" for as many as fit',
+        )
     wanted = (path, n_ctx, n_threads, n_gpu_layers, embedding, parallel)
     with _load_lock:
         current = _current
@@ -255,36 +294,91 @@ def load_model(
                 return current
             _close(current)  # waits for a running generation or benchmark to finish
             _current = None
-        if not force:
-            _check_memory(info, path, n_ctx, parallel)
-        clear_log()
+        options = {
+            "model_path": str(path),
+            "n_ctx": n_ctx,
+            "n_threads": n_threads,
+            "n_threads_batch": n_threads,  # llama-cpp-python would use every logical core
+            "embedding": embedding,
+            "pooling_type": _pooling(info) if embedding else -1,  # -1: unspecified
+            "verbose": False,
+            **_tensor_split(plan, devices),
+        }
+        notice = None
         try:
-            llama = llama_cpp().Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=n_threads,
-                n_threads_batch=n_threads,  # llama-cpp-python would use every logical core
-                n_gpu_layers=n_gpu_layers,
-                embedding=embedding,
-                pooling_type=_pooling(info) if embedding else -1,  # -1: unspecified
-                verbose=False,
+            try:
+                llama = _new_llama(options, n_gpu_layers, parallel)
+            except _LOAD_ERRORS:
+                if not (isinstance(n_gpu_layers, int) and n_gpu_layers > 0):
+                    raise
+                if not any(_OUT_OF_MEMORY.search(line) for line in recent_log(200)):
+                    raise
+                fewer = n_gpu_layers // 2
+                notice = (
+                    f"{path.name}: {n_gpu_layers} layers did not fit in GPU memory; "
+                    f"loaded with {fewer}"
+                )
+                _log.warning(notice)
+                llama = _new_llama(options, fewer, parallel)
+                n_gpu_layers = fewer
+        except _LOAD_ERRORS as exc:
+            lines = recent_log()
+            memory = next((line for line in reversed(lines) if _OUT_OF_MEMORY.search(line)), None)
+            reason = memory or next(
+                (line for line in reversed(lines) if "error" in line.lower()), str(exc)
             )
-            if parallel > 1:
-                _split_context(llama, n_ctx, parallel)
-        except (ValueError, RuntimeError, OSError) as exc:
-            reason = next(
-                (line for line in reversed(recent_log()) if "error" in line.lower()), str(exc)
+            hint = (
+                "GPU memory ran out: pass fewer n_gpu_layers, a smaller context or quantization"
+                if memory
+                else "the file may be damaged (offgrid verify NAME) or use an architecture "
+                "this llama.cpp build does not support"
             )
             raise ModelLoadError(
-                f"llama.cpp could not load {path.name}: {reason.strip()}",
-                hint="the file may be damaged (offgrid verify NAME) or use an architecture "
-                "this llama.cpp build does not support",
+                f"llama.cpp could not load {path.name}: {reason.strip()}", hint=hint
             ) from exc
         name = model_label(model, found)
         _current = LoadedModel(
             path, llama, info, n_ctx, n_threads, n_gpu_layers, embedding, parallel, requested, name
         )
+        _current.devices, _current.backend = _placement(plan, devices, n_gpu_layers)
+        _current.offload_notice = notice
         return _current
+
+
+def _new_llama(options: dict[str, Any], n_gpu_layers: int, parallel: int) -> Any:
+    """A ``llama_cpp.Llama`` with ``n_gpu_layers`` offloaded (its log captured afresh)."""
+    clear_log()
+    llama = llama_cpp().Llama(n_gpu_layers=n_gpu_layers, **options)
+    if parallel > 1:
+        try:
+            _split_context(llama, options["n_ctx"], parallel)
+        except BaseException:
+            llama.close()
+            raise
+    return llama
+
+
+def _tensor_split(plan: OffloadPlan, devices: list[Device]) -> dict[str, Any]:
+    """llama.cpp's ``tensor_split`` when the plan spreads layers over several GPUs (by
+    default llama.cpp splits by the GPUs' total memory, not by what the plan put on each)."""
+    if len(plan.device_layers) < 2:
+        return {}
+    layers = dict(plan.device_layers)
+    return {"tensor_split": [float(layers.get(d.name, 0)) for d in gpus(devices)]}
+
+
+def _placement(
+    plan: OffloadPlan, devices: list[Device], n_gpu_layers: int
+) -> tuple[tuple[str, ...], str]:
+    """The devices holding a model's layers and their backends, for benchmark rows."""
+    if n_gpu_layers == 0 or not gpus(devices):
+        return ("CPU",), "CPU"
+    used = [name for name, _ in plan.device_layers] or [d.name for d in gpus(devices)]
+    if 0 < n_gpu_layers <= plan.n_layers:  # some layers stay on the CPU (-1: all offloaded)
+        used.append("CPU")
+    backend_of = {d.name: d.backend for d in devices}
+    backends = dict.fromkeys(backend_of.get(name, "CPU") for name in used)
+    return tuple(used), "+".join(backends)
 
 
 def _split_context(llama: Any, n_ctx: int, parallel: int) -> None:

@@ -25,7 +25,7 @@ captured through :func:`offgrid_nb.llama_backend.recent_log`; they are logged wi
 exact, compute buffer within 9% (within 1% for most), total within 3.1%;
 ``tests/test_fit.py`` checks three of them. Not modelled, so the estimate errs high: flash
 attention (a smaller compute buffer), sliding-window layers (a smaller KV cache). Not modelled
-and possibly low: mixture-of-experts routing buffers, multimodal projectors, GPU offload.
+and possibly low: mixture-of-experts routing buffers, multimodal projectors.
 On CPUs where llama.cpp repacks Q4_0/Q4_K weights ("CPU_REPACK model buffer"), the repacked
 copy replaces pages of the mapping that are then never read, so weights still count once.
 
@@ -37,6 +37,13 @@ naming what is missing rather than guess.
 Verdicts compare the total with the available memory (``psutil``'s available RAM, or the
 ``ram_gb`` given): ``fits`` up to 80% of it, ``tight`` up to 100%, else ``too large``. The 20%
 margin is for what the estimate leaves out: the Python process, the tokenizer, the OS.
+
+With GPUs (:mod:`offgrid_nb.devices`), :func:`plan_offload` packs the layers into each GPU's
+free memory as llama.cpp's ``--fit`` does (per layer: its tensors from the header plus its KV
+cache; the output layer first, then the layers from the last back; the compute buffer on the
+first GPU filled; a reserve left free on each), the rest in RAM; the offload verdict is
+``gpu`` (every layer), ``partial`` (some: mostly CPU-bound, as the CPU's share is the slow
+part), ``cpu`` or ``too large``, and ``fits`` is then the verdict of what stays in RAM.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ import psutil
 
 from . import hub
 from .config import get_settings
+from .devices import Device, gpus, list_devices
 from .errors import (
     GatedRepoError,
     InvalidArgumentError,
@@ -72,16 +80,14 @@ GB = 10**9  # decimal, as the Hub and `ram_gb` count
 QUERY_REPOS = 5  # repos a `recommend(query=...)` looks at
 INSPECT_WORKERS = 8  # header reads in flight
 
+GPU, PARTIAL, CPU = "gpu", "partial", "cpu"  # offload verdicts (and TOO_LARGE)
+PARTIAL_NOTE = "mostly CPU-bound"  # what a partial offload means for speed
+
 FIT_COLUMNS = [
     "repo_id", "filename", "quant", "size", "size_gb", "param_size", "n_ctx", "weights_gb",
     "kv_cache_gb", "compute_gb", "total_gb", "fits", "recommended", "error",
+    "offload", "gpu_layers", "n_layers", "vram_gb",
 ]  # fmt: skip
-
-# Where VRAM would come in: when ``llama_supports_gpu_offload()`` is true and layers are
-# offloaded, the offloaded share of weights and KV cache (n_gpu_layers / n_layers) and a copy of
-# the compute buffer live in GPU memory; a verdict would then compare that part with free VRAM
-# (NVML / the backend's device memory) and the rest with RAM. This build and this machine have
-# no GPU backend, so everything is counted against RAM.
 
 
 @dataclass(frozen=True)
@@ -234,6 +240,190 @@ def fit_verdict(total_bytes: int, available_bytes: int) -> str:
     return TIGHT if total_bytes <= available_bytes else TOO_LARGE
 
 
+# --- where the layers go: GPU offload ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OffloadPlan:
+    """Where llama.cpp would put a model's layers (:func:`plan_offload`).
+
+    Attributes:
+        n_layers: the model's repeating layers (``L``).
+        gpu_layers: llama.cpp's ``n_gpu_layers``, 0 to ``L + 1``: the output layer counts as
+            one and goes first, then the repeating layers from the last one back.
+        device_layers: ``(device name, layers)`` for each GPU given some.
+        device_bytes: ``(device name, bytes)``: what each of those GPUs holds.
+        ram_bytes: what stays in system RAM (on unified memory: all of it).
+        ram_verdict: :func:`fit_verdict` of ``ram_bytes`` against the RAM available.
+        verdict: ``"gpu"`` (every layer offloaded), ``"partial"``, ``"cpu"`` or
+            ``"too large"``.
+    """
+
+    n_layers: int
+    gpu_layers: int
+    device_layers: tuple[tuple[str, int], ...] = ()
+    device_bytes: tuple[tuple[str, int], ...] = ()
+    ram_bytes: int = 0
+    ram_verdict: str = FITS
+    verdict: str = CPU
+
+    @property
+    def vram_bytes(self) -> int:
+        """Bytes on all GPUs together."""
+        return sum(n for _, n in self.device_bytes)
+
+    @property
+    def summary(self) -> str:
+        """One line: ``"gpu (33/33 layers)"``, ``"partial (20/33 layers, mostly CPU-bound)"``."""
+        total = self.n_layers + 1
+        if self.verdict == PARTIAL:
+            return f"partial ({self.gpu_layers}/{total} layers, {PARTIAL_NOTE})"
+        if self.verdict == GPU:
+            return f"gpu ({total}/{total} layers)"
+        return self.verdict
+
+
+def _layer_costs(info: GGUFInfo, estimate: MemoryEstimate) -> list[int]:
+    """Bytes of each offloadable item, in the order llama.cpp offloads them: the output layer,
+    then the repeating layers from the last to the first (weights plus their KV cache).
+
+    Weights come from the header's per-layer tensor sizes, scaled to ``estimate``'s weights (a
+    variant's layers are its probe's scaled by their file sizes, :func:`_fits`). A split shard
+    lists only its own layers: then the weights are spread evenly.
+    """
+    n_layers = info.n_layers or 0
+    layers = list(info.layer_bytes)
+    whole = info.tensor_data_size * info.split_count
+    scale = estimate.weights_bytes / whole if whole else 1.0
+    if len(layers) == n_layers and info.split_count == 1:
+        weights = [round(b * scale) for b in layers]
+        output = round(info.output_bytes * scale)
+    else:
+        output = estimate.weights_bytes // (n_layers + 1)
+        weights = [output] * n_layers
+    heads = list(info.n_head_kv_by_layer or ()) or [info.n_head_kv or 1] * n_layers
+    heads = (heads + [0] * n_layers)[:n_layers]
+    total_heads = sum(heads) or 1
+    kv = [estimate.kv_cache_bytes * h // total_heads for h in heads]
+    return [output] + [w + k for w, k in zip(reversed(weights), reversed(kv), strict=True)]
+
+
+def plan_offload(
+    info: GGUFInfo,
+    estimate: MemoryEstimate,
+    devices: Sequence[Device],
+    *,
+    ram_bytes: int,
+    reserve_bytes: int | None = None,
+) -> OffloadPlan:
+    """Pack a model's layers into the GPUs' free memory, the rest into RAM (as llama.cpp's
+    ``--fit`` does: ``common/fit.cpp``).
+
+    Devices are filled from the last GPU back, as llama.cpp assigns layers: the last GPU gets
+    the output layer and the last layers, the one before it the layers before those. Each GPU
+    may use its free memory less ``reserve_bytes`` (the ``gpu_reserve`` setting; llama.cpp's
+    ``--fit-target`` is 1 GiB too); the first GPU to get layers (llama.cpp's main one for the
+    output) also holds the compute buffer. A device is filled while the next layer fits:
+    layers are contiguous from the back, so the first that does not fit stops it.
+
+    A unified-memory device (Apple silicon) is also bounded by ``ram_bytes``, and what it holds
+    stays counted in RAM once: ``ram_bytes`` of the plan is then the whole estimate. Otherwise
+    RAM holds what was not offloaded (token embeddings, the rest of the layers, and the compute
+    buffer while any layer runs on the CPU).
+
+    Args:
+        info: the model's header.
+        estimate: its :func:`estimate_memory`.
+        devices: the devices (:func:`offgrid_nb.devices.list_devices`, or made up).
+        ram_bytes: RAM available.
+        reserve_bytes: free memory to leave on each GPU (default: the setting).
+
+    Returns:
+        An :class:`OffloadPlan`.
+    """
+    reserve = get_settings().gpu_reserve if reserve_bytes is None else reserve_bytes
+    costs = _layer_costs(info, estimate)
+    n_layers = len(costs) - 1
+    placed = 0
+    used_unified = False
+    device_layers, device_bytes = [], []
+    for device in reversed(gpus(devices)):
+        budget = device.free_bytes - reserve
+        if device.unified:
+            budget = min(budget, ram_bytes)
+        used = estimate.compute_bytes if placed == 0 else 0
+        taken = 0
+        while placed + taken < len(costs) and used + costs[placed + taken] <= budget:
+            used += costs[placed + taken]
+            taken += 1
+        if taken:
+            device_layers.append((device.name, taken))
+            device_bytes.append((device.name, used))
+            used_unified |= device.unified
+            placed += taken
+    device_layers.reverse()
+    device_bytes.reverse()
+    if used_unified:
+        in_ram = estimate.total_bytes
+    else:
+        offloaded = sum(costs[:placed])
+        cpu_compute = estimate.compute_bytes if placed < len(costs) else 0
+        in_ram = estimate.total_bytes - estimate.compute_bytes - offloaded + cpu_compute
+    ram_verdict = fit_verdict(in_ram, ram_bytes)
+    if ram_verdict == TOO_LARGE:
+        verdict = TOO_LARGE
+    elif placed == len(costs):
+        verdict = GPU
+    else:
+        verdict = PARTIAL if placed else CPU
+    return OffloadPlan(
+        n_layers=n_layers,
+        gpu_layers=placed,
+        device_layers=tuple(device_layers),
+        device_bytes=tuple(device_bytes),
+        ram_bytes=in_ram,
+        ram_verdict=ram_verdict,
+        verdict=verdict,
+    )
+
+
+def machine_plan(
+    info: GGUFInfo,
+    estimate: MemoryEstimate,
+    *,
+    ram_gb: float | None = None,
+    vram_gb: float | None = None,
+) -> OffloadPlan:
+    """:func:`plan_offload` on this machine, or on one of ``ram_gb`` / ``vram_gb``
+    (:func:`machine_devices`).
+
+    Raises:
+        InvalidArgumentError: a bad ``ram_gb`` or ``vram_gb``.
+    """
+    devices = machine_devices(ram_gb=ram_gb, vram_gb=vram_gb)
+    return plan_offload(info, estimate, devices, ram_bytes=available_memory(ram_gb))
+
+
+def machine_devices(*, ram_gb: float | None = None, vram_gb: float | None = None) -> list[Device]:
+    """The devices a fit is for: this machine's, or a made-up one.
+
+    With neither argument: :func:`offgrid_nb.devices.list_devices`. With ``vram_gb``: one GPU
+    of that much free memory (``"which variant would a 16 GB card run?"``). With ``ram_gb``
+    alone: a machine of that much RAM and no GPU.
+
+    Raises:
+        InvalidArgumentError: ``vram_gb`` is not a positive number.
+    """
+    if vram_gb is not None:
+        if isinstance(vram_gb, bool) or not isinstance(vram_gb, int | float) or vram_gb <= 0:
+            raise InvalidArgumentError(f"Invalid vram_gb: {vram_gb!r} (must be a number of GB > 0)")
+        size = int(vram_gb * GB)
+        return [Device("GPU", f"{vram_gb:g} GB card", "gpu", "given", size, size)]
+    if ram_gb is not None:
+        return []
+    return list_devices()
+
+
 # --- many variants, few headers --------------------------------------------------------------
 
 
@@ -243,6 +433,7 @@ class _Fit:
     estimate: MemoryEstimate | None
     verdict: str | None
     error: str | None
+    plan: OffloadPlan | None = None
 
 
 # A header that cannot be read marks its rows as unknown instead of failing the whole table;
@@ -251,7 +442,12 @@ _ROW_ERRORS = (InvalidModelError, NotFoundError, GatedRepoError)
 
 
 def _fits(
-    candidates: Sequence[hub.Variant], *, available: int, n_ctx: int | None, kv_type: str
+    candidates: Sequence[hub.Variant],
+    *,
+    available: int,
+    devices: Sequence[Device],
+    n_ctx: int | None,
+    kv_type: str,
 ) -> list[_Fit]:
     """Estimate every variant, reading one header per model.
 
@@ -276,15 +472,16 @@ def _fits(
     fits = []
     for group, header in zip(groups.values(), headers, strict=True):
         for variant in group:
-            fits.append(_fit(variant, header, available=available, n_ctx=n_ctx, kv_type=kv_type))
+            fits.append(_fit(variant, header, available, devices, n_ctx=n_ctx, kv_type=kv_type))
     return fits
 
 
 def _fit(
     variant: hub.Variant,
     header: GGUFInfo | OffgridError,
-    *,
     available: int,
+    devices: Sequence[Device],
+    *,
     n_ctx: int | None,
     kv_type: str,
 ) -> _Fit:
@@ -297,14 +494,21 @@ def _fit(
         estimate = estimate_memory(header, n_ctx, kv_type, weights_bytes=weights)
     except UnsupportedModelError as exc:
         return _Fit(variant, None, None, exc.message)
-    return _Fit(variant, estimate, fit_verdict(estimate.total_bytes, available), None)
+    plan = plan_offload(header, estimate, devices, ram_bytes=available)
+    return _Fit(variant, estimate, plan.ram_verdict, None, plan)
 
 
 def _pick(fits: Iterable[_Fit]) -> _Fit | None:
-    """The best-ranked quantization among those that fit, else among the tight ones."""
+    """The best-ranked quantization among those that run on the GPU alone and fit, else among
+    those that fit, else among the tight ones (on a machine without a GPU: fit, then tight)."""
     fits = list(fits)
-    for verdict in (FITS, TIGHT):
-        best = hub.best_variant(f.variant for f in fits if f.verdict == verdict)
+    tiers = (
+        lambda f: f.verdict == FITS and f.plan is not None and f.plan.verdict == GPU,
+        lambda f: f.verdict == FITS,
+        lambda f: f.verdict == TIGHT,
+    )
+    for tier in tiers:
+        best = hub.best_variant(f.variant for f in fits if tier(f))
         if best is not None:
             return next(f for f in fits if f.variant is best)
     return None
@@ -331,6 +535,20 @@ def _row(fit: _Fit, recommended: bool) -> dict[str, Any]:
         "fits": fit.verdict,
         "recommended": recommended,
         "error": fit.error,
+        **_offload_columns(fit.plan),
+    }
+
+
+def _offload_columns(plan: OffloadPlan | None) -> dict[str, Any]:
+    """``offload`` (the verdict), ``gpu_layers`` (llama.cpp's n_gpu_layers), ``n_layers``
+    (offloadable layers: the repeating ones and the output) and ``vram_gb``."""
+    if plan is None:
+        return {"offload": None, "gpu_layers": None, "n_layers": None, "vram_gb": None}
+    return {
+        "offload": plan.verdict,
+        "gpu_layers": plan.gpu_layers,
+        "n_layers": plan.n_layers + 1,
+        "vram_gb": plan.vram_bytes / GB,
     }
 
 
@@ -349,6 +567,7 @@ def recommend(
     *,
     query: str | None = None,
     ram_gb: float | None = None,
+    vram_gb: float | None = None,
     n_ctx: int | None = 4096,
     kv_type: str = "f16",
 ) -> pd.DataFrame:
@@ -358,19 +577,27 @@ def recommend(
         repo_id: one repo (``owner/name``); or
         query: search the Hub and look at the top 5 repos.
         ram_gb: memory to fit in, in GB (10^9 bytes); default: the RAM available now.
+        vram_gb: free GPU memory to fit in, in GB: one card of that size (with ``ram_gb``
+            or the RAM available now); default: this machine's GPUs, or none with ``ram_gb``
+            alone (:func:`machine_devices`).
         n_ctx: context in tokens (``None``: each model's own, capped, see
             :func:`default_context`).
         kv_type: KV cache type, one of :data:`KV_TYPES`.
 
     Returns:
         DataFrame with columns ``repo_id, filename, quant, size, size_gb, param_size, n_ctx,
-        weights_gb, kv_cache_gb, compute_gb, total_gb, fits, recommended, error``, one row per
-        variant, repos in search order and variants smallest first. ``fits`` is ``"fits"``,
-        ``"tight"``, ``"too large"``, or ``None`` with the reason in ``error`` when the header
-        could not be read or estimated. ``recommended`` marks, per repo, the best-ranked
-        quantization (``offgrid_nb.names.QUANT_PREFERENCE``) among the variants that fit, or
-        among the tight ones when none fits; none when all are too large.
-        ``df.attrs["available_bytes"]`` is the memory compared against.
+        weights_gb, kv_cache_gb, compute_gb, total_gb, fits, recommended, error, offload,
+        gpu_layers, n_layers, vram_gb``, one row per variant, repos in search order and
+        variants smallest first. ``fits`` is ``"fits"``, ``"tight"``, ``"too large"`` for what
+        stays in RAM, or ``None`` with the reason in ``error`` when the header could not be
+        read or estimated. ``offload`` is ``"gpu"`` (all ``n_layers`` on the GPUs),
+        ``"partial"`` (``gpu_layers`` of them: mostly CPU-bound), ``"cpu"`` or ``"too
+        large"`` (:func:`plan_offload`); ``vram_gb`` what the GPUs would hold.
+        ``recommended`` marks, per repo, the best-ranked quantization
+        (``offgrid_nb.names.QUANT_PREFERENCE``) among the variants that run on the GPU alone
+        and fit, else among those that fit, else the tight ones; none when all are too large.
+        ``df.attrs["available_bytes"]`` is the RAM compared against, ``df.attrs["devices"]``
+        the devices.
 
     Raises:
         InvalidArgumentError: neither or both of ``repo_id`` and ``query``; a bad ``ram_gb``,
@@ -379,8 +606,9 @@ def recommend(
     """
     _kv_bytes_per_element(kv_type)  # fail on a bad argument before any request
     available = available_memory(ram_gb)
+    devices = machine_devices(ram_gb=ram_gb, vram_gb=vram_gb)
     candidates = [v for rid in _repo_ids(repo_id, query) for v in hub.variants(rid)]
-    fits = _fits(candidates, available=available, n_ctx=n_ctx, kv_type=kv_type)
+    fits = _fits(candidates, available=available, devices=devices, n_ctx=n_ctx, kv_type=kv_type)
     rows = []
     for rid in dict.fromkeys(f.variant.repo_id for f in fits):
         repo_fits = [f for f in fits if f.variant.repo_id == rid]
@@ -388,17 +616,25 @@ def recommend(
         rows.extend(_row(f, f is best) for f in repo_fits)
     df = pd.DataFrame(rows, columns=FIT_COLUMNS)
     df.attrs["available_bytes"] = available
+    df.attrs["devices"] = devices
     return df
 
 
 def recommended_variant(
-    repo_id: str, *, ram_gb: float | None = None, n_ctx: int | None = 4096
+    repo_id: str,
+    *,
+    ram_gb: float | None = None,
+    vram_gb: float | None = None,
+    n_ctx: int | None = 4096,
 ) -> hub.Variant | None:
     """The variant of ``repo_id`` to download on this machine (the rule of :func:`recommend`).
 
     Args:
         repo_id: ``owner/name`` on the Hub.
         ram_gb: memory to fit in, in GB; default: the RAM available now.
+        vram_gb: free GPU memory to fit in, in GB: one card of that size (with ``ram_gb``
+            or the RAM available now); default: this machine's GPUs, or none with ``ram_gb``
+            alone (:func:`machine_devices`).
         n_ctx: context the model will run with.
 
     Returns:
@@ -409,7 +645,10 @@ def recommended_variant(
         NotFoundError, GatedRepoError, HubUnavailableError, OfflineError: as the Hub answers.
     """
     available = available_memory(ram_gb)
-    fits = _fits(hub.variants(repo_id), available=available, n_ctx=n_ctx, kv_type="f16")
+    devices = machine_devices(ram_gb=ram_gb, vram_gb=vram_gb)
+    fits = _fits(
+        hub.variants(repo_id), available=available, devices=devices, n_ctx=n_ctx, kv_type="f16"
+    )
     best = _pick(fits)
     return best.variant if best else None
 
@@ -418,10 +657,11 @@ def add_fits(
     results: pd.DataFrame,
     *,
     ram_gb: float | None = None,
+    vram_gb: float | None = None,
     n_ctx: int | None = 4096,
     drop_too_large: bool = False,
 ) -> pd.DataFrame:
-    """Add ``fits`` and ``total_gb`` to :func:`offgrid_nb.hub.search` results.
+    """Add ``fits``, ``total_gb``, ``offload`` and ``gpu_layers`` to search results.
 
     Each repo's recommended variant is chosen again among the variants that fit (then the tight
     ones); the ``best_*`` columns and ``download_command`` follow. One header is read per model
@@ -430,6 +670,9 @@ def add_fits(
     Args:
         results: a search result.
         ram_gb: memory to fit in, in GB; default: the RAM available now.
+        vram_gb: free GPU memory to fit in, in GB: one card of that size (with ``ram_gb``
+            or the RAM available now); default: this machine's GPUs, or none with ``ram_gb``
+            alone (:func:`machine_devices`).
         n_ctx: context in tokens the estimates are for.
         drop_too_large: drop the repos with no variant that fits, even tightly.
 
@@ -441,10 +684,13 @@ def add_fits(
     candidates = [
         v for rid, files in shown.items() for v in hub.variants(rid) if v.filename in files
     ]
-    fits = _fits(candidates, available=available, n_ctx=n_ctx, kv_type="f16")
+    devices = machine_devices(ram_gb=ram_gb, vram_gb=vram_gb)
+    fits = _fits(candidates, available=available, devices=devices, n_ctx=n_ctx, kv_type="f16")
     df = results.copy()
     df["fits"] = None
     df["total_gb"] = float("nan")
+    df["offload"] = None
+    df["gpu_layers"] = None
     for index, rid in df["id"].items():
         repo_fits = [f for f in fits if f.variant.repo_id == rid]
         best = _pick(repo_fits) or next(
@@ -457,6 +703,9 @@ def add_fits(
         df.at[index, "fits"] = best.verdict
         if best.estimate is not None:
             df.at[index, "total_gb"] = best.estimate.total_gb
+        if best.plan is not None:
+            df.at[index, "offload"] = best.plan.verdict
+            df.at[index, "gpu_layers"] = best.plan.gpu_layers
     if drop_too_large:
         df = df[df["fits"] != TOO_LARGE].reset_index(drop=True)
         df.attrs["total"] = len(df)
@@ -464,16 +713,23 @@ def add_fits(
 
 
 __all__ = [
+    "CPU",
     "FITS",
+    "GPU",
     "KV_TYPES",
+    "PARTIAL",
     "TIGHT",
     "TOO_LARGE",
     "MemoryEstimate",
+    "OffloadPlan",
     "add_fits",
     "available_memory",
     "default_context",
     "estimate_memory",
     "fit_verdict",
+    "machine_devices",
+    "machine_plan",
+    "plan_offload",
     "recommend",
     "recommended_variant",
 ]

@@ -51,7 +51,7 @@ MAX_KV = 1 << 16  # real files have 20 to 60
 MAX_TENSOR_NAME = 63  # GGML_MAX_NAME - 1: llama.cpp refuses longer names
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_KEPT_ARRAY = 4096  # numeric arrays up to this long keep their values (per-layer settings)
-CACHE_FORMAT = 1  # bump when GGUFInfo changes, so old cache entries are ignored
+CACHE_FORMAT = 2  # bump when GGUFInfo changes, so old cache entries are ignored
 
 _GGUF_MAGIC = b"GGUF"
 _VERSIONS = (2, 3)
@@ -103,6 +103,9 @@ class GGUFInfo:
         file_size: bytes in the file.
         split_count: number of files of the model (1 when not split).
         pooling_type: how an embedding model pools token vectors (llama.cpp's enum), if set.
+        layer_bytes: tensor bytes of each repeating layer (``blk.N.*``) of this file, by N.
+        output_bytes: tensor bytes of the output layer (``output*``; the token embeddings when
+            the output matrix is tied to them, as llama.cpp then copies them to the GPU).
     """
 
     version: int
@@ -132,6 +135,8 @@ class GGUFInfo:
     file_size: int
     split_count: int
     pooling_type: int | None = None  # ``{arch}.pooling_type``: embedding models set it
+    layer_bytes: tuple[int, ...] = ()
+    output_bytes: int = 0
 
     @property
     def known_architecture(self) -> bool:
@@ -143,6 +148,7 @@ class GGUFInfo:
         data = asdict(self)
         if self.n_head_kv_by_layer is not None:
             data["n_head_kv_by_layer"] = list(self.n_head_kv_by_layer)
+        data["layer_bytes"] = list(self.layer_bytes)
         return data
 
     @classmethod
@@ -153,7 +159,9 @@ class GGUFInfo:
             TypeError: a field is missing or unknown.
         """
         by_layer = data.get("n_head_kv_by_layer")
-        return cls(**{**data, "n_head_kv_by_layer": None if by_layer is None else tuple(by_layer)})
+        layers = tuple(data.get("layer_bytes", ()))
+        by_layer = None if by_layer is None else tuple(by_layer)
+        return cls(**{**data, "n_head_kv_by_layer": by_layer, "layer_bytes": layers})
 
 
 # --- the parser ------------------------------------------------------------------------------
@@ -287,6 +295,30 @@ class _Tensors:
     parameter_count: int
     data_size: int
     main_type: str | None  # the tensor type holding most bytes
+    layer_bytes: tuple[int, ...] = ()  # bytes of blk.N.* by N
+    output_bytes: int = 0  # output.weight and output_norm (token_embd when the output is tied)
+
+
+def _layer_sizes(extents: list[tuple[str, int, int]]) -> tuple[tuple[int, ...], int]:
+    """Bytes per repeating layer and of the output layer, from tensor names (``blk.N.*``,
+    ``output*``; a model without ``output.weight`` reuses ``token_embd.weight`` there)."""
+    by_layer: dict[int, int] = {}
+    output = embeddings = 0
+    has_output_matrix = False
+    for name, _offset, n_bytes in extents:
+        match = re.match(r"blk\.(\d+)\.", name)
+        if match:
+            index = int(match.group(1))
+            by_layer[index] = by_layer.get(index, 0) + n_bytes
+        elif name.startswith("output"):
+            output += n_bytes
+            has_output_matrix |= name == "output.weight"
+        elif name == "token_embd.weight":
+            embeddings = n_bytes
+    if not has_output_matrix:
+        output += embeddings
+    count = max(by_layer) + 1 if by_layer else 0
+    return tuple(by_layer.get(i, 0) for i in range(count)), output
 
 
 def _read_tensor_infos(c: _Cursor, count: int, alignment: int) -> tuple[_Tensors, int]:
@@ -338,7 +370,8 @@ def _read_tensor_infos(c: _Cursor, count: int, alignment: int) -> tuple[_Tensors
             )
         data_size = max(data_size, offset + n_bytes)
     main_type = max(bytes_by_type, key=bytes_by_type.__getitem__) if bytes_by_type else None
-    return _Tensors(count, parameters, data_size, main_type), header_size
+    layers, output = _layer_sizes(extents)
+    return _Tensors(count, parameters, data_size, main_type, layers, output), header_size
 
 
 def _parse(buf: bytes | bytearray, file_size: int, name: str) -> GGUFInfo:
@@ -433,6 +466,8 @@ def _info_from(
         file_size=file_size,
         split_count=_largest(meta.get(gguf.Keys.Split.LLM_KV_SPLIT_COUNT)) or 1,
         pooling_type=_largest(arch_value(gguf.Keys.LLM.POOLING_TYPE)),
+        layer_bytes=tensors.layer_bytes,
+        output_bytes=tensors.output_bytes,
     )
 
 

@@ -35,6 +35,11 @@ def search_blocks(df: pd.DataFrame) -> str:
             if row.best_file
             else "none"
         )
+        offload = getattr(row, "offload", None)
+        if row.best_file and isinstance(offload, str):
+            recommended += f" on {offload}" + (
+                f" ({row.gpu_layers} layers offloaded)" if offload == "partial" else ""
+            )
         available = ", ".join(
             f"{v['quant'] or v['filename']} ({format_size(v['size']).replace(' ', '')})"
             for v in row.variants

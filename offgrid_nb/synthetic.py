@@ -6,6 +6,7 @@ benchmarks need: the pipeline is exercised without downloading a single weight.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,3 +175,89 @@ def with_chat_template(source: str | Path, target: str | Path, template: str) ->
     template_value = MetadataDetails(gguf.GGUFValueType.STRING, template)
     copy_with_new_metadata(reader, writer, {gguf.Keys.Tokenizer.CHAT_TEMPLATE: template_value}, [])
     return target
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    """The shape of a real llama-architecture model (defaults: Llama-3.1-8B)."""
+
+    n_layers: int = 32
+    n_embd: int = 4096
+    n_ff: int = 14336
+    n_head: int = 32
+    n_head_kv: int = 8
+    vocab_size: int = 128256
+    context_length: int = 131072
+    tied_output: bool = False  # no output.weight: the token embeddings serve as output
+
+
+def _more_bits(layer: int, n_layers: int) -> bool:
+    """llama.cpp's ``use_more_bits`` (src/llama-quant.cpp): the layers Q4_K_M keeps in Q6_K."""
+    eighth = n_layers // 8
+    return layer < eighth or layer >= 7 * n_layers // 8 or (layer - eighth) % 3 == 2
+
+
+def write_q4_k_m_header(path: str | Path, shape: LlamaShape | None = None) -> Path:
+    """Write a GGUF with the header of a real model quantized as Q4_K_M and no weights.
+
+    Tensor names, shapes and types are those llama.cpp's quantizer gives (``token_embd`` and
+    the attention/feed-forward matrices Q4_K, ``output`` Q6_K, ``attn_v`` and ``ffn_down`` Q6_K
+    in the ``use_more_bits`` layers, norms F32); the data region is a sparse hole of the right
+    size, so the file reads as a 5 GB model but takes the header's bytes on disk. For header
+    consumers (fit, inspect), not for llama.cpp to load.
+
+    Args:
+        path: where to write.
+        shape: the model's shape (default: Llama-3.1-8B).
+
+    Returns:
+        ``path``.
+    """
+    shape = shape or LlamaShape()
+    path = Path(path)
+    q4, q6, f32 = (gguf.GGMLQuantizationType[name] for name in ("Q4_K", "Q6_K", "F32"))
+    head_dim = shape.n_embd // shape.n_head
+    kv_dim = head_dim * shape.n_head_kv
+    tensors: list[tuple[str, tuple[int, ...], gguf.GGMLQuantizationType]] = [
+        ("token_embd.weight", (shape.vocab_size, shape.n_embd), q4)
+    ]
+    for i in range(shape.n_layers):
+        more = q6 if _more_bits(i, shape.n_layers) else q4
+        tensors += [
+            (f"blk.{i}.attn_norm.weight", (shape.n_embd,), f32),
+            (f"blk.{i}.attn_q.weight", (shape.n_embd, shape.n_embd), q4),
+            (f"blk.{i}.attn_k.weight", (kv_dim, shape.n_embd), q4),
+            (f"blk.{i}.attn_v.weight", (kv_dim, shape.n_embd), more),
+            (f"blk.{i}.attn_output.weight", (shape.n_embd, shape.n_embd), q4),
+            (f"blk.{i}.ffn_norm.weight", (shape.n_embd,), f32),
+            (f"blk.{i}.ffn_gate.weight", (shape.n_ff, shape.n_embd), q4),
+            (f"blk.{i}.ffn_up.weight", (shape.n_ff, shape.n_embd), q4),
+            (f"blk.{i}.ffn_down.weight", (shape.n_embd, shape.n_ff), more),
+        ]
+    tensors.append(("output_norm.weight", (shape.n_embd,), f32))
+    if not shape.tied_output:
+        tensors.append(("output.weight", (shape.vocab_size, shape.n_embd), q6))
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_block_count(shape.n_layers)
+    writer.add_context_length(shape.context_length)
+    writer.add_embedding_length(shape.n_embd)
+    writer.add_feed_forward_length(shape.n_ff)
+    writer.add_head_count(shape.n_head)
+    writer.add_head_count_kv(shape.n_head_kv)
+    writer.add_vocab_size(shape.vocab_size)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_K_M)
+    data_size = 0
+    for name, dims, qtype in tensors:
+        block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        elements = int(np.prod(dims))
+        n_bytes = elements // block * type_size
+        writer.add_tensor_info(name, dims, np.dtype(np.float32), n_bytes, raw_dtype=qtype)
+        data_size += gguf.GGUFWriter.ggml_pad(n_bytes, writer.data_alignment)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.close()
+    header = path.stat().st_size
+    os.truncate(path, gguf.GGUFWriter.ggml_pad(header, writer.data_alignment) + data_size)
+    return path

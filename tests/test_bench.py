@@ -30,6 +30,14 @@ def test_runs_and_summary(result):
     )
 
 
+def test_rows_record_where_the_layers_ran(result):
+    frame = result.to_frame()
+    assert set(frame["backend"]) == {"CPU"}  # this CPU-only build
+    assert set(frame["devices"]) == {"CPU"}
+    assert set(frame["gpu_layers"]) == {0}
+    assert result.system["devices"] == ["CPU"]
+
+
 def test_exact_token_counts_reach_llama_cpp(result):
     # pp32 + tg8 on a cleared cache: llama.cpp holds exactly prompt + output tokens.
     assert engine.loaded_model().llama.n_tokens == 32 + 8

@@ -11,8 +11,14 @@ import gguf
 import numpy as np
 import pytest
 
-from offgrid_nb import engine
-from offgrid_nb.errors import InsufficientMemoryError, ModelLoadError, NotFoundError
+from offgrid_nb import engine, llama_backend
+from offgrid_nb.devices import Device, list_devices
+from offgrid_nb.errors import (
+    InsufficientMemoryError,
+    InvalidArgumentError,
+    ModelLoadError,
+    NotFoundError,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -104,3 +110,77 @@ def test_damaged_files_give_clear_errors_not_crashes(tiny_model, tmp_path, damag
     assert result.returncode == 3, result.stderr  # our named error, not a signal
     assert path.name in result.stdout
     assert message.lower() in result.stdout.lower()
+
+
+# --- offload: n_gpu_layers="auto" and the retry ------------------------------------------------
+
+OUT_OF_MEMORY = (
+    "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 512.00 MiB on device 0: "
+    "cudaMalloc failed: out of memory\n"
+)
+
+
+def test_auto_offload_on_this_cpu_build(tiny_model):
+    loaded = engine.load_model(tiny_model)
+    assert loaded.n_gpu_layers == 0
+    assert (loaded.devices, loaded.backend, loaded.offload_notice) == (("CPU",), "CPU", None)
+
+
+@pytest.fixture
+def gpu_machine(monkeypatch):
+    """This machine plus an 8 GB CUDA card, and a Llama that fails as a CUDA build does
+    (``log`` in llama.cpp's log, then an error) when given more than ``fits`` layers."""
+    card = Device("CUDA0", "test card", "gpu", "CUDA", 8 << 30, 8 << 30)
+    monkeypatch.setattr(engine, "list_devices", lambda: [*list_devices(), card])
+    module = llama_backend.llama_cpp()
+    real = module.Llama
+    state = SimpleNamespace(calls=[], fits=1, log=OUT_OF_MEMORY)
+
+    def llama(*, n_gpu_layers, **options):
+        state.calls.append(n_gpu_layers)
+        if n_gpu_layers > state.fits:
+            llama_backend._LOG.append(state.log)
+            raise ValueError("Failed to load model from file")
+        return real(n_gpu_layers=n_gpu_layers, **options)
+
+    monkeypatch.setattr(module, "Llama", llama)
+    return state
+
+
+def test_out_of_gpu_memory_retries_once_with_fewer_layers(tiny_model, gpu_machine, caplog):
+    loaded = engine.load_model(tiny_model)
+    assert gpu_machine.calls == [3, 1]  # 2 layers + output all fit on paper; half did
+    assert loaded.n_gpu_layers == 1
+    assert loaded.offload_notice == (
+        "tiny-llama-F32.gguf: 3 layers did not fit in GPU memory; loaded with 1"
+    )
+    assert loaded.offload_notice in caplog.text
+    assert (loaded.devices, loaded.backend) == (("CUDA0", "CPU"), "CUDA+CPU")
+    assert loaded.llama._model.model is not None
+
+
+def test_a_second_failure_is_a_clear_error(tiny_model, gpu_machine):
+    gpu_machine.fits = 0
+    with pytest.raises(ModelLoadError, match="out of memory"):
+        engine.load_model(tiny_model)
+    assert gpu_machine.calls == [3, 1]
+    assert engine.loaded_model() is None
+
+
+def test_other_failures_are_not_retried(tiny_model, gpu_machine):
+    gpu_machine.log = (
+        "llama_model_load: error loading model: tensor 'x' data is not within bounds\n"
+    )
+    with pytest.raises(ModelLoadError, match="not within bounds"):
+        engine.load_model(tiny_model)
+    assert gpu_machine.calls == [3]
+
+
+def test_layers_given_by_hand_are_used(tiny_model, gpu_machine):
+    assert engine.load_model(tiny_model, n_gpu_layers=1).n_gpu_layers == 1
+    assert gpu_machine.calls == [1]
+
+
+def test_bad_n_gpu_layers_is_a_clear_error(tiny_model):
+    with pytest.raises(InvalidArgumentError, match="Invalid n_gpu_layers: 'all'"):
+        engine.load_model(tiny_model, n_gpu_layers="all")

@@ -10,6 +10,7 @@ import pytest
 
 from offgrid_nb import engine, llama_backend
 from offgrid_nb.cli import main
+from offgrid_nb.devices import Device, list_devices
 from offgrid_nb.errors import InvalidArgumentError, UnsupportedModelError
 from offgrid_nb.fit import (
     GB,
@@ -17,12 +18,13 @@ from offgrid_nb.fit import (
     default_context,
     estimate_memory,
     fit_verdict,
+    plan_offload,
     recommend,
     recommended_variant,
 )
 from offgrid_nb.gguf_info import inspect_file
 from offgrid_nb.search_fit import search
-from offgrid_nb.synthetic import TinyModelSpec, write_tiny_model
+from offgrid_nb.synthetic import TinyModelSpec, write_q4_k_m_header, write_tiny_model
 
 FIT_REPO = "offgrid-test/fit-GGUF"
 MiB = 1 << 20
@@ -263,3 +265,142 @@ def test_parallel_slots_kv_cache_is_counted_for_every_slot(tiny_model, monkeypat
         assert loaded.llama.n_ctx() == 3 * 512
     finally:
         engine.unload_model()
+
+
+# --- per-device fit: where the layers go ---------------------------------------------------------
+# On the header of Llama-3.1-8B Q4_K_M as llama.cpp's quantizer writes it (real tensor names,
+# shapes and types; no weights: synthetic.write_q4_k_m_header). Sizes by hand (Q4_K: 144 bytes
+# per 256 weights, Q6_K: 210 per 256):
+#   Q4_K layer  = q 9,437,184 + k 2,359,296 + v 2,359,296 + o 9,437,184 + gate/up/down
+#                 3 x 33,030,144 + norms 32,768                                 = 122,716,160
+#   Q6_K layer  = the same with v 3,440,640 and down 48,168,960 (layers 0-3, 28-31, and
+#                 6, 9, ... 27: llama.cpp's use_more_bits)                       = 138,936,320
+#   output      = 128256 x 4096 Q6_K 430,940,160 + output_norm 16,384           = 430,956,544
+#   token_embd  = 128256 x 4096 Q4_K (stays in RAM)                              = 295,501,824
+# At n_ctx 4096 (f16 KV): 16,777,216 of KV per layer, compute 4 x 512 x (33 x 4096 + 6 x 4096)
+# = 327,155,712; total 4,912,898,048 + 536,870,912 + 327,155,712 = 5,776,924,672.
+
+GiB = 1 << 30
+LAYER_Q4 = 122_716_160 + 16_777_216
+LAYER_Q6 = 138_936_320 + 16_777_216
+OUTPUT = 430_956_544
+COMPUTE_4K = 327_155_712
+TOTAL_4K = 5_776_924_672
+EMBEDDINGS = 295_501_824
+
+
+@pytest.fixture(scope="module")
+def llama8b(tmp_path_factory):
+    return inspect_file(write_q4_k_m_header(tmp_path_factory.mktemp("headers") / "8b.gguf"))
+
+
+def _card(name, free, total=None, *, unified=False):
+    backend = "Metal" if unified else "CUDA"
+    return Device(name, "test card", "gpu", backend, free, total or free, unified)
+
+
+def test_q4_k_m_header_reads_as_the_real_model(llama8b):
+    assert llama8b.quant == "Q4_K_M"
+    assert llama8b.parameter_count == 8_030_261_248  # Llama-3.1-8B's 8.03B
+    # the real file (bartowski's) is 4,920,734,016 bytes; the rest is its tokenizer
+    assert llama8b.file_size == pytest.approx(4_920_734_016, rel=0.002)
+    assert llama8b.layer_bytes[0] == LAYER_Q6 - 16_777_216
+    assert llama8b.layer_bytes[4] == LAYER_Q4 - 16_777_216
+    assert llama8b.output_bytes == OUTPUT
+
+
+def test_24_gb_card_runs_every_layer(llama8b):
+    estimate = estimate_memory(llama8b, n_ctx=4096)
+    assert estimate.total_bytes == TOTAL_4K
+    plan = plan_offload(llama8b, estimate, [_card("CUDA0", 23 * GiB, 24 * GiB)], ram_bytes=16 * GB)
+    assert (plan.verdict, plan.gpu_layers, plan.n_layers) == ("gpu", 33, 32)
+    assert plan.vram_bytes == TOTAL_4K - EMBEDDINGS  # all but the token embeddings
+    assert plan.ram_bytes == EMBEDDINGS
+
+
+def test_8_gb_card_runs_all_at_4k_and_part_at_32k(llama8b):
+    card = [_card("CUDA0", int(7.5 * GiB), 8 * GiB)]
+    at_4k = plan_offload(llama8b, estimate_memory(llama8b, n_ctx=4096), card, ram_bytes=16 * GB)
+    assert at_4k.verdict == "gpu"  # 5,481,422,848 <= 7.5 GiB - 1 GiB reserve
+    # 32k: KV 134,217,728 per layer, compute 4 x 512 x 33 x 32768 + ... = 2,264,924,160.
+    # Budget 6.5 GiB = 6,979,321,856 - compute - output = 4,283,441,152, which holds layers
+    # 31..16 (8 Q6 + 8 Q4 of 273,154,048 / 256,933,888: 4,240,703,488) but not layer 15.
+    at_32k = plan_offload(llama8b, estimate_memory(llama8b, n_ctx=32768), card, ram_bytes=16 * GB)
+    assert (at_32k.verdict, at_32k.gpu_layers) == ("partial", 17)
+    assert at_32k.summary == "partial (17/33 layers, mostly CPU-bound)"
+
+
+def test_two_cards_fill_from_the_last(llama8b):
+    # 4 GiB each, 3 GiB usable. CUDA1 (last): compute + output + layers 31..16 =
+    # 327,155,712 + 430,956,544 + 8 x LAYER_Q6 + 8 x LAYER_Q4 = 3,119,767,552; layer 15 is over.
+    # CUDA0: layers 15..0 = 8 x LAYER_Q6 + 8 x LAYER_Q4 = 2,361,655,296 <= 3 GiB.
+    cards = [_card("CUDA0", 4 * GiB), _card("CUDA1", 4 * GiB)]
+    plan = plan_offload(llama8b, estimate_memory(llama8b, n_ctx=4096), cards, ram_bytes=16 * GB)
+    assert plan.verdict == "gpu"
+    assert plan.device_layers == (("CUDA0", 16), ("CUDA1", 17))
+    assert plan.device_bytes == (("CUDA0", 2_361_655_296), ("CUDA1", 3_119_767_552))
+    one = plan_offload(llama8b, estimate_memory(llama8b, n_ctx=4096), cards[1:], ram_bytes=16 * GB)
+    assert (one.verdict, one.gpu_layers) == ("partial", 17)
+    # RAM: the total less what CUDA1 holds, plus the CPU's own compute buffer
+    assert one.ram_bytes == TOTAL_4K - (3_119_767_552 - COMPUTE_4K)
+
+
+def test_apple_unified_memory_counts_once(llama8b):
+    # a 16 GB Mac: Metal's recommended working set 11,453,251,584; the same RAM as the CPU's
+    mac = [_card("MTL0", 11_453_251_584, unified=True)]
+    estimate = estimate_memory(llama8b, n_ctx=4096)
+    plan = plan_offload(llama8b, estimate, mac, ram_bytes=10 * GB)
+    assert (plan.verdict, plan.gpu_layers) == ("gpu", 33)
+    assert plan.ram_bytes == TOTAL_4K  # not TOTAL_4K + the 5.5 GB on the GPU
+    assert plan.ram_verdict == "fits"  # 5.78 GB of 10 GB
+    # with 5 GB of RAM free the working set does not help: the whole model is too large
+    assert plan_offload(llama8b, estimate, mac, ram_bytes=5 * GB).verdict == "too large"
+
+
+def test_cpu_build_plans_no_offload(llama8b):
+    estimate = estimate_memory(llama8b, n_ctx=4096)
+    plan = plan_offload(llama8b, estimate, list_devices(), ram_bytes=16 * GB)
+    assert (plan.verdict, plan.gpu_layers, plan.device_layers) == ("cpu", 0, ())
+    assert plan.ram_bytes == TOTAL_4K
+    assert plan_offload(llama8b, estimate, [], ram_bytes=5 * GB).verdict == "too large"
+
+
+def test_gpu_reserve_setting(llama8b, monkeypatch):
+    card = [_card("CUDA0", 4 * GiB)]
+    estimate = estimate_memory(llama8b, n_ctx=4096)
+    # reserve 0: 1 GiB more than the 17 layers' 101,457,920 left over = 1,175,199,744, which
+    # holds layers 15..8 (3 x LAYER_Q6 + 5 x LAYER_Q4 = 1,164,607,488), not layer 7
+    monkeypatch.setenv("OFFGRID_GPU_RESERVE_MB", "0")
+    assert plan_offload(llama8b, estimate, card, ram_bytes=16 * GB).gpu_layers == 17 + 8
+    monkeypatch.setenv("OFFGRID_GPU_RESERVE_MB", "4096")  # nothing left for layers
+    assert plan_offload(llama8b, estimate, card, ram_bytes=16 * GB).verdict == "cpu"
+
+
+def test_recommend_with_vram_gb(gguf_hub):
+    df = recommend(FIT_REPO, ram_gb=8, vram_gb=16)
+    assert set(df["offload"]) == {"gpu"}  # tiny models: every layer on a 16 GB card
+    assert (df["gpu_layers"] == df["n_layers"]).all()
+    assert (df["vram_gb"] > 0).all()
+    cpu_only = recommend(FIT_REPO, ram_gb=8)
+    assert set(cpu_only["offload"]) == {"cpu"}
+    assert (cpu_only["gpu_layers"] == 0).all()
+    with pytest.raises(InvalidArgumentError, match="vram_gb"):
+        recommend(FIT_REPO, vram_gb=-1)
+
+
+def test_search_with_vram_gb(gguf_hub):
+    df = search(vram_gb=16, ram_gb=8)
+    assert "offload" in df.columns
+    assert set(df["offload"].dropna()) == {"gpu"}
+
+
+def test_cli_vram(gguf_hub, gguf_hub_root, capsys):
+    assert main(["search", "--vram", "16", "--ram", "8", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"offload": "gpu"' in out
+    filename = next(p.name for p in (gguf_hub_root / FIT_REPO).glob("*.gguf"))
+    assert main(["inspect", FIT_REPO, filename, "--vram", "16", "--ram", "8"]) == 0
+    assert "offload        gpu (" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse refuses it before any request
+        main(["inspect", FIT_REPO, filename, "--vram", "0"])
+    assert "--vram: must be more than 0" in capsys.readouterr().err

@@ -129,6 +129,7 @@ def test_per_host_is_one_worker_per_machine(client):
     runs = fleet_benchmark(MODELS[:1], per="host", **FAST)
     assert len(runs) == 1  # both workers are on this machine
     assert runs["host"].iloc[0] == os.uname().nodename
+    assert (runs["backend"].iloc[0], runs["gpu_layers"].iloc[0]) == ("CPU", 0)  # per host
 
 
 def test_the_same_model_twice_is_two_runs(client):

@@ -519,6 +519,21 @@ async def test_variants_say_what_fits(fetch, hub):
     assert tiny["variants"][0]["fits"] == "too large"
 
 
+async def test_variants_and_inspect_with_vram_gb(fetch, hub):
+    status, answer = await fetch("GET", "variants", repository=REPO, ram_gb="8", vram_gb="16")
+    assert status == 200, answer
+    (variant,) = answer["variants"]
+    assert variant["offload"] == "gpu"  # a tiny model: every layer on a 16 GB card
+    assert variant["gpu_layers"] == variant["n_layers"] > 1
+    assert 0 < variant["vram_gb"] < 1
+    _, cpu = await fetch("GET", "variants", repository=REPO, ram_gb="8")
+    assert (cpu["variants"][0]["offload"], cpu["variants"][0]["gpu_layers"]) == ("cpu", 0)
+    status, info = await fetch("GET", "inspect", repository=REPO, file=FILE, vram_gb="16")
+    assert status == 200, info
+    assert info["offload"]["verdict"] == "gpu"
+    assert info["offload"]["devices"]["GPU"] > 0
+
+
 BAD_REQUESTS = [  # (method, path, body or raw text or query, status, words in the message)
     ("POST", "search", "{not json", 400, "not valid JSON"),
     ("POST", "search", "[1, 2]", 400, "JSON object"),
@@ -584,6 +599,7 @@ BAD_REQUESTS = [  # (method, path, body or raw text or query, status, words in t
     ("GET", "variants", {}, 400, "Missing field: repository"),
     ("GET", "variants", {"repository": REPO, "ram_gb": "lots"}, 400, "Invalid ram_gb"),
     ("GET", "variants", {"repository": "nobody/nothing"}, 404, "not found"),
+    ("GET", "variants", {"repository": REPO, "vram_gb": "0"}, 400, "Invalid vram_gb"),
     ("GET", "benchmark", {"modle": MODEL}, 400, "Unknown field: modle"),
 ]  # fmt: skip
 

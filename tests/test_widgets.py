@@ -7,14 +7,17 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 
-from offgrid_nb import clear_cache
+from offgrid_nb import clear_cache, fit
+from offgrid_nb.devices import Device, list_devices
 from offgrid_nb.mirror import MirrorServer
 from offgrid_nb.synthetic import quantize
 from offgrid_nb.widgets import BenchmarkPanel, ChatPanel, DownloadPanel, SearchPanel, panel
 from offgrid_nb.widgets.chat import conversation_html
+from offgrid_nb.widgets.search import _fit_text
 
 TINY_REPO, TINY_FILE = "offgrid-test/tiny-llama-GGUF", "tiny-llama-F32.gguf"
 TIMEOUT = 60
@@ -106,6 +109,24 @@ def test_filters_reach_the_search(hub):
     search.search()
     assert search.wait(TIMEOUT)
     assert list(search.frame["id"]) == ["unsloth/Qwen3-30B-A3B-GGUF"]
+
+
+def test_variants_say_where_the_layers_go_on_a_gpu_machine(hub, monkeypatch):
+    card = Device("CUDA0", "test card", "gpu", "CUDA", 16 * 10**9, 16 * 10**9)
+    monkeypatch.setattr(fit, "list_devices", lambda: [*list_devices(), card])
+    search = SearchPanel("tiny")
+    search.search()
+    assert search.wait(TIMEOUT)
+    search.results.value = TINY_REPO
+    assert search.wait(TIMEOUT)
+    cells = [getattr(w, "value", "") for w in search.variants.children]
+    assert any("fits" in c and c.endswith("all on GPU") for c in cells), cells
+
+
+def test_partial_offload_reads_as_mostly_cpu_bound():
+    row = SimpleNamespace(offload="partial", gpu_layers=17, n_layers=33)
+    text = _fit_text("fits", 5.8, row)
+    assert text.endswith("17/33 layers on GPU (mostly CPU-bound)")
 
 
 def test_picking_a_row_lists_its_variants_with_fit_and_download(hub):

@@ -53,9 +53,12 @@ SEARCH_FIELDS = {
     "exclude_gated": "bool",
     "ram_gb": "number",
     "fits_only": "bool",
+    "vram_gb": "number",
 }
-INSPECT_FIELDS = {"repository": "str", "file": "str", "n_ctx": "int", "ram_gb": "number"}
-VARIANTS_FIELDS = {"repository": "str", "n_ctx": "int", "ram_gb": "number"}
+INSPECT_FIELDS = {
+    "repository": "str", "file": "str", "n_ctx": "int", "ram_gb": "number", "vram_gb": "number",
+}  # fmt: skip
+VARIANTS_FIELDS = {"repository": "str", "n_ctx": "int", "ram_gb": "number", "vram_gb": "number"}
 BENCHMARK_LIST_FIELDS = {"model": "str"}
 MODELS_FIELDS = {"details": "bool"}
 SEARCH_ALIASES = {"sort": "sort_by"}
@@ -183,6 +186,7 @@ def search_query(values: dict[str, Any], *, from_text: bool, max_limit: int) -> 
         "only_gguf": fields["only_gguf"] is not False,
         "ram_gb": fields["ram_gb"],
         "fits_only": bool(fields["fits_only"]),
+        "vram_gb": fields["vram_gb"],
     }
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ..chat import Reply, Usage
     from ..engine import LoadedModel
     from ..errors import OffgridError
-    from ..fit import MemoryEstimate
+    from ..fit import MemoryEstimate, OffloadPlan
     from ..gguf_info import GGUFInfo
     from ..library import LocalModel
     from ..tool_calls import ToolCall
@@ -205,6 +205,7 @@ def model_details(model: LocalModel, root: Path, info: GGUFInfo, loaded: bool) -
 def variant_list(repository: str, df: pd.DataFrame) -> JSON:
     """``/v1/variants``: a :func:`offgrid_nb.fit.recommend` DataFrame of one repo."""
     keys = ("filename", "quant", "size", "size_gb", "total_gb", "fits", "recommended", "error")
+    keys += ("offload", "gpu_layers", "n_layers", "vram_gb")
     return {
         "repository": repository,
         "available_gb": df.attrs["available_bytes"] / 1e9,
@@ -240,8 +241,10 @@ def inspection(
     estimate: MemoryEstimate | None,
     verdict: str | None,
     failure: OffgridError | None,
+    plan: OffloadPlan | None = None,
 ) -> JSON:
-    """``/v1/inspect``: the header summary, the memory estimate and the verdict."""
+    """``/v1/inspect``: the header summary, the memory estimate, the verdict and where the
+    layers would go (``offload``: verdict, ``gpu_layers`` of ``n_layers``, bytes per device)."""
     memory = None
     if estimate is not None:
         memory = {**asdict(estimate), "total_gb": estimate.total_gb}
@@ -251,6 +254,14 @@ def inspection(
         "header": info.to_dict(),
         "memory": memory,
         "fits": verdict,
+        "offload": plan
+        and {
+            "verdict": plan.verdict,
+            "gpu_layers": plan.gpu_layers,
+            "n_layers": plan.n_layers + 1,
+            "devices": dict(plan.device_bytes),
+            "ram_bytes": plan.ram_bytes,
+        },
         "memory_error": failure
         and error(failure.http_status, failure.message, exc=failure)["error"],
     }

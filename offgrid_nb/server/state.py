@@ -21,7 +21,7 @@ from ..config import get_settings
 from ..embed import embed_counted
 from ..engine import load_model, loaded_model, unload_model
 from ..errors import UnsupportedModelError
-from ..fit import available_memory, estimate_memory, fit_verdict, recommend
+from ..fit import available_memory, estimate_memory, machine_devices, machine_plan, recommend
 from ..gguf_info import inspect_file, inspect_gguf, local_header
 from ..library import find_model, list_models, remove_model, verify_model
 from ..search_fit import search
@@ -78,23 +78,36 @@ class ApiState:
         return responses.search_results(search(**options))
 
     def inspect(
-        self, repository: str, file: str, n_ctx: int | None, ram_gb: float | None
+        self,
+        repository: str,
+        file: str,
+        n_ctx: int | None,
+        ram_gb: float | None,
+        vram_gb: float | None = None,
     ) -> responses.JSON:
         """``/v1/inspect``: a Hub file's GGUF header, without downloading it, and whether it
         fits in ``ram_gb`` (default: the RAM available now) at ``n_ctx`` in each of this
-        server's ``parallel`` slots."""
-        available = available_memory(ram_gb)
+        server's ``parallel`` slots (and ``vram_gb`` of GPU memory, else this machine's)."""
+        available_memory(ram_gb)  # a bad ram_gb or vram_gb fails before any request
+        machine_devices(ram_gb=ram_gb, vram_gb=vram_gb)
         info = inspect_gguf(repository, file)
         try:
             estimate = estimate_memory(info, n_ctx, parallel=self.config.parallel)
         except UnsupportedModelError as exc:  # the header is still worth showing
             return responses.inspection(repository, file, info, None, None, exc)
-        verdict = fit_verdict(estimate.total_bytes, available)
-        return responses.inspection(repository, file, info, estimate, verdict, None)
+        plan = machine_plan(info, estimate, ram_gb=ram_gb, vram_gb=vram_gb)
+        return responses.inspection(repository, file, info, estimate, plan.ram_verdict, None, plan)
 
-    def variants(self, repository: str, n_ctx: int | None, ram_gb: float | None) -> responses.JSON:
-        """``/v1/variants``: every variant of a Hub repo with its memory estimate and fit."""
-        df = recommend(repository, ram_gb=ram_gb, n_ctx=n_ctx or 4096)
+    def variants(
+        self,
+        repository: str,
+        n_ctx: int | None,
+        ram_gb: float | None,
+        vram_gb: float | None = None,
+    ) -> responses.JSON:
+        """``/v1/variants``: every variant of a Hub repo with its memory estimate and fit
+        (RAM, and GPU offload: ``offload``, ``gpu_layers`` of ``n_layers``, ``vram_gb``)."""
+        df = recommend(repository, ram_gb=ram_gb, vram_gb=vram_gb, n_ctx=n_ctx or 4096)
         return responses.variant_list(repository, df)
 
     def library(self, *, details: bool = False) -> responses.JSON:

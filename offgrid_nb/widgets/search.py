@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import html
+from typing import Any
 
 import ipywidgets as widgets
 import pandas as pd
 
-from ..fit import FITS, GB, TIGHT, TOO_LARGE, recommend
+from ..fit import FITS, GB, GPU, PARTIAL, PARTIAL_NOTE, TIGHT, TOO_LARGE, recommend
 from ..hub import MAX_LIMIT, search
 from ..render import format_count
 from ..sizes import format_size
@@ -40,11 +41,19 @@ def results_table(df: pd.DataFrame) -> str:
     return html_table(rows, caption=f"{len(df)} models on the Hub")
 
 
-def _fit_text(fits: str | None, total_gb: float | None) -> str:
+def _fit_text(fits: str | None, total_gb: float | None, offload: Any = None) -> str:
+    """The verdict, its size, and where the layers go when a GPU takes some
+    (``offload``: an object with ``offload``, ``gpu_layers``, ``n_layers``, as a fit row)."""
     if fits is None:
         return "?"
     label = FIT_TEXT.get(fits, fits)
-    return f"{label} (needs {format_size(total_gb * GB)})" if total_gb else label
+    label = f"{label} (needs {format_size(total_gb * GB)})" if total_gb else label
+    verdict = getattr(offload, "offload", None)
+    if verdict == GPU:
+        return f"{label}, all on GPU"
+    if verdict == PARTIAL:
+        return f"{label}, {offload.gpu_layers}/{offload.n_layers} layers on GPU ({PARTIAL_NOTE})"
+    return label
 
 
 class SearchPanel(Panel):
@@ -156,7 +165,7 @@ class SearchPanel(Panel):
             button.on_click(lambda _, name=row.filename: self.download.start(repo_id, name))
             self.download_buttons[row.filename] = button
             star = " ★ recommended" if row.recommended else ""
-            fit = widgets.Label(_fit_text(row.fits, row.total_gb), tooltip=row.error)
+            fit = widgets.Label(_fit_text(row.fits, row.total_gb, row), tooltip=row.error)
             cells += [
                 widgets.HTML(f"<code>{html.escape(row.filename)}</code>{star}"),
                 widgets.Label(row.quant or "?"),
