@@ -42,3 +42,19 @@ export function formatDuration(seconds: number | null | undefined): string {
   }
   return `${s}s`;
 }
+
+/** What a variant's offload verdict means, as the search panel says it: `all on GPU`,
+ * `20/33 layers on GPU (mostly CPU-bound)`, or nothing (a CPU-only machine, or unknown). */
+export function formatOffload(variant: {
+  offload?: string | null;
+  gpu_layers?: number | null;
+  n_layers?: number | null;
+}): string {
+  if (variant.offload === 'gpu') {
+    return 'all on GPU';
+  }
+  if (variant.offload === 'partial') {
+    return `${variant.gpu_layers ?? '?'}/${variant.n_layers ?? '?'} layers on GPU (mostly CPU-bound)`;
+  }
+  return '';
+}

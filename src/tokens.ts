@@ -76,6 +76,10 @@ export interface IVariant {
   fits: 'fits' | 'tight' | 'too large' | null;
   recommended: boolean;
   error: string | null;
+  /** Where the layers would go on this machine's devices (`offgrid_nb.fit.plan_offload`). */
+  offload?: 'gpu' | 'partial' | 'cpu' | 'too large' | null;
+  gpu_layers?: number | null;
+  n_layers?: number | null;
 }
 
 /** What `/v1/variants` answers. */

@@ -1,7 +1,7 @@
 import { Button } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { formatBytes, formatCount } from '../format';
+import { formatBytes, formatCount, formatOffload } from '../format';
 import { OffgridModel } from '../model';
 import { ISearchQuery, ISearchResult, IVariantsResponse } from '../tokens';
 import { ErrorNote } from './ErrorNote';
@@ -121,6 +121,11 @@ function VariantList(props: { model: OffgridModel; variants: IVariantsResponse }
               title={variant.error ?? `needs ${variant.total_gb?.toFixed(2)} GB of ${variants.available_gb.toFixed(1)} GB`}
             >
               {variant.fits ?? 'unknown'}
+              {formatOffload(variant) && (
+                <span className="offgrid-Offload" data-testid="offgrid-offload">
+                  {` · ${formatOffload(variant)}`}
+                </span>
+              )}
             </td>
             <td>
               <Button
