@@ -19,10 +19,11 @@ LAYERS = [
     {"fit"},
     {"sources"},
     {"library"},
-    {"download"},
+    {"download", "corpus"},
     {"chat_template", "engine"},
     {"batching"},
-    {"chat", "bench", "embed"},
+    {"chat", "bench", "embed", "perplexity"},
+    {"quality"},
     {"search_fit", "fleet"},
     {"render", "repl", "demo", "cli", "server", "widgets", "__init__"},  # front ends
 ]
