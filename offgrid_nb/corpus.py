@@ -80,9 +80,8 @@ def dataset_text(name: str) -> str:
         ) from exc
     if dataset.member is None:
         return Path(path).read_text(encoding="utf-8")
-    with zipfile.ZipFile(path) as archive:
-        with archive.open(dataset.member) as member:
-            return io.TextIOWrapper(member, encoding="utf-8").read()
+    with zipfile.ZipFile(path) as archive, archive.open(dataset.member) as member:
+        return io.TextIOWrapper(member, encoding="utf-8").read()
 
 
 def resolve_text(text: str | os.PathLike[str] | None, dataset: str | None) -> tuple[str, str]:
