@@ -65,6 +65,7 @@ def dataset_text(name: str) -> str:
                 dataset.repo_id,
                 dataset.filename,
                 repo_type="dataset",
+                cache_dir=settings.hf_cache_dir,
                 endpoint=settings.endpoint,
                 token=settings.token,
             )
