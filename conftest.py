@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,7 @@ SERVE_PORT = 11611  # the port the REST examples name (offgrid serve's default)
 
 @pytest.fixture(scope="session")
 def docs_hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Hub folder holding ``DOCS_REPOS``, every variant a few MB."""
+    """A Hub folder holding ``DOCS_REPOS`` (every variant a few MB) and wikitext-2."""
     from offgrid_nb.synthetic import quantize, write_tiny_model
 
     made = tmp_path_factory.mktemp("docs_models")
@@ -44,6 +45,15 @@ def docs_hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
             target = root / repo / pattern.format(quant=quant, lower=quant.lower())
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(path, target)
+    # wikitext-2 as llama.cpp's CI keeps it (offgrid_nb.corpus.DATASETS), holding an ASCII
+    # text: the generated models know ASCII bytes only
+    from offgrid_nb.corpus import sample_text
+
+    dataset = root / "datasets" / "ggml-org" / "ci"
+    dataset.mkdir(parents=True)
+    with zipfile.ZipFile(dataset / "wikitext-2-raw-v1.zip", "w") as archive:
+        ascii_text = sample_text().encode("ascii", errors="ignore").decode()
+        archive.writestr("wikitext-2-raw/wiki.test.raw", ascii_text)
     return root
 
 

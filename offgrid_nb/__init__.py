@@ -50,6 +50,10 @@ _LAZY = {
     "estimate_memory": "fit",
     "recommend": "fit",
     "recommended_variant": "fit",
+    "perplexity": "perplexity",  # as llama-perplexity computes it
+    "quality": "quality",  # PPL, KLD and same-top per variant, beside speed
+    "plot_quality": "quality",
+    "pick_quant": "quality",
     "panel": "widgets",
     "hardware": "devices",  # this llama.cpp build's devices (CPU, GPUs) and their memory
 }

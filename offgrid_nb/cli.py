@@ -472,6 +472,43 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_perplexity(args: argparse.Namespace) -> int:
+    """``offgrid perplexity MODEL``: printed as llama-perplexity prints it."""
+    from .perplexity import ChunkProgress, perplexity
+
+    def show(event: ChunkProgress) -> None:
+        print(f"[{event.done}]{event.ppl:.4f},", end="", flush=True)
+
+    result = perplexity(
+        args.model, args.file, dataset=args.dataset, n_ctx=args.ctx, chunks=args.chunks,
+        batch_size=args.batch_size, n_threads=args.threads, progress=None if args.json else show,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(f"\nFinal estimate: PPL = {result.ppl:.4f} +/- {result.ppl_err:.5f}")
+    return 0
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    """``offgrid quality REPO|MODEL...``: PPL, KLD, same-top (and speed) per variant."""
+    from .quality import quality
+
+    models = args.models[0] if len(args.models) == 1 and "/" in args.models[0] else args.models
+    quants = args.quants.split(",") if args.quants else None
+    df = quality(
+        models, quants=quants, reference=args.reference, text=args.file, dataset=args.dataset,
+        n_ctx=args.ctx, chunks=args.chunks, speed=not args.no_speed, n_threads=args.threads,
+    )  # fmt: skip
+    if args.json:
+        print(df.to_json(orient="records", indent=2))
+    elif args.csv:
+        df.to_csv(sys.stdout, index=False)
+    else:
+        print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``offgrid`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -645,6 +682,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hardware", help="the devices llama.cpp can use here, and their memory")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_hardware)
+
+    for name, help_text in (
+        ("perplexity", "perplexity of a local model, as llama-perplexity computes it"),
+        ("quality", "PPL and KL-divergence of a repo's variants (or local models) vs a reference"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        if name == "perplexity":
+            p.add_argument("model", help="a local model name or path")
+            p.add_argument("-b", "--batch-size", type=_positive_int, help="tokens per decode")
+        else:
+            p.add_argument("models", nargs="+", help="owner/repo, or local models")
+            p.add_argument("--quants", help="comma-separated, e.g. Q4_K_M,Q8_0")
+            p.add_argument("--reference", help="the reference variant (default: the largest)")
+            p.add_argument("--no-speed", action="store_true", help="skip the speed benchmark")
+            p.add_argument("--csv", action="store_true", help="print CSV")
+        text = p.add_mutually_exclusive_group()
+        text.add_argument(
+            "-f", "--file", help="a text file (default: a sample shipped with Python)"
+        )
+        text.add_argument("--dataset", help="a Hub dataset: wikitext-2")
+        p.add_argument("-c", "--ctx", type=_positive_int, default=512, help="tokens per chunk")
+        p.add_argument("--chunks", type=_positive_int, help="score at most this many chunks")
+        p.add_argument("-t", "--threads", type=_positive_int, help="CPU threads")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(handler=cmd_perplexity if name == "perplexity" else cmd_quality)
     return parser
 
 

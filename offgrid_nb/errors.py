@@ -144,3 +144,9 @@ class ServerBusyError(OffgridError):
     """The server already has as much work running and queued as it allows (HTTP 503)."""
 
     http_status = 503
+
+
+class RunCancelledError(OffgridError):
+    """A long run (perplexity, quality) was cancelled on request."""
+
+    http_status = 409

@@ -6,6 +6,9 @@
 An optional ``ROOT/<org>/<repo>/repo.json`` holds metadata (``downloads``, ``likes``,
 ``trendingScore``, ``createdAt``, ``lastModified``, ``gated``, ``tags``, ``library_name``,
 ``pipeline_tag``, ``gguf``) and ``sha256`` (file -> hex) checksums advertised instead of hashing.
+Dataset repos live in ``ROOT/datasets/<org>/<repo>/``, served through
+``GET /api/datasets/{repo}[/revision/{rev}]`` and
+``HEAD|GET /datasets/{repo}/resolve/{rev}/{path}``.
 Hidden files and ``repo.json`` are not repo files. Every file is served as an LFS file: its ETag
 is its sha256. Point clients at it with ``HF_ENDPOINT=<url>`` and ``HF_HUB_DISABLE_XET=1``.
 
@@ -49,6 +52,7 @@ from offgrid_nb.jsonfile import write_json
 
 __all__ = ["MirrorRequest", "MirrorServer", "make_app", "serve"]
 
+DATASETS = "datasets"  # the folder (and URL prefix) of dataset repos
 PAGE_SIZE = 1000  # entries per page of /api/models and /tree (the Hub's size); then a Link header
 CHUNK_SIZE = 1 << 20  # bytes per read when streaming or hashing a file
 PACED_CHUNK = 256 << 10  # bytes per write when a rate is set (smooth enough at 1 MB/s and up)
@@ -373,18 +377,19 @@ class _Mirror:
         own = [_Pace(self.link.rate_per_connection)] if self.link.rate_per_connection else []
         return own + ([self.total_pace] if self.total_pace else [])
 
-    def repo(self, org: str, name: str) -> _Repo | None:
-        """The repo ``org/name``, read now; None if there is none (or the name is not valid)."""
+    def repo(self, org: str, name: str, space: str = "") -> _Repo | None:
+        """The repo ``org/name``, read now; None if there is none (or the name is not valid).
+        ``space`` is ``"datasets"`` for a dataset repo."""
         if not (_NAME.fullmatch(org) and _NAME.fullmatch(name)):
             return None
-        repo_dir = self.root / org / name
+        repo_dir = self.root / space / org / name
         if not repo_dir.is_dir() or not repo_dir.resolve().is_relative_to(self.root):
             return None
         return _scan(self.root, repo_dir, f"{org}/{name}")
 
     def repos(self) -> Iterator[_Repo]:
         """All repos, by id."""
-        for org in sorted(p for p in self.root.iterdir() if p.is_dir()):
+        for org in sorted(p for p in self.root.iterdir() if p.is_dir() and p.name != DATASETS):
             for repo_dir in sorted(p for p in org.iterdir() if p.is_dir()):
                 if (repo := self.repo(org.name, repo_dir.name)) is not None:
                     yield repo
@@ -452,6 +457,7 @@ def _pick(info: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
 class _Handler(tornado.web.RequestHandler):
     kind = "other"  # key in the request counter
     SUPPORTED_METHODS = ("GET",)  # type: ignore[assignment]  # others get 405
+    space = ""  # "datasets" for the dataset routes
     sent = 0  # bytes of a file's body sent, for the request log
 
     @property
@@ -479,7 +485,7 @@ class _Handler(tornado.web.RequestHandler):
 
     def _repo(self, org: str, name: str, rev: str | None, *, files: bool = False) -> _Repo:
         """The repo, or the Hub's RepoNotFound, GatedRepo (``files`` only) or RevisionNotFound."""
-        repo = self.mirror.repo(org, name)
+        repo = self.mirror.repo(org, name, self.space)
         if repo is None:
             raise _HubError(404, "Repository not found", "RepoNotFound")
         if files and repo.meta["gated"] and not self._authorized():
@@ -665,6 +671,18 @@ class _Resolve(_Handler):
     head = get
 
 
+class _DatasetInfo(_Info):
+    """``GET /api/datasets/{repo}[/revision/{rev}]``."""
+
+    space = DATASETS
+
+
+class _DatasetResolve(_Resolve):
+    """``HEAD|GET /datasets/{repo}/resolve/{rev}/{path}``."""
+
+    space = DATASETS
+
+
 class _NotFound(_Handler):
     SUPPORTED_METHODS = tornado.web.RequestHandler.SUPPORTED_METHODS
 
@@ -760,6 +778,8 @@ def make_app(
         (r"/api/models/?", _List),
         (rf"/api/models{repo}(?:/revision/([^/]+))?/?", _Info),
         (rf"/api/models{repo}/tree/([^/]+)(?:/(.*))?", _Tree),
+        (rf"/api/datasets{repo}(?:/revision/([^/]+))?/?", _DatasetInfo),
+        (rf"/datasets{repo}/resolve/([^/]+)/(.+)", _DatasetResolve),
         (rf"{repo}/resolve/([^/]+)/(.+)", _Resolve),
     ]
     return tornado.web.Application(
