@@ -10,9 +10,11 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-# Imported now, not lazily: importing the submodule ``offgrid_nb.download`` (as the panels do)
-# would otherwise replace the function ``offgrid_nb.download`` with the module.
+# Imported now, not lazily: importing a submodule named as its function (``offgrid_nb.download``,
+# as the panels do) would otherwise replace the function ``offgrid_nb.download`` with the module.
+# None of them imports llama.cpp (~60 ms in all); test_package.py checks every such name.
 from .download import DownloadProgress, download, select_variant
+from .embed import embed
 from .errors import (
     AmbiguousError,
     GatedRepoError,
@@ -24,6 +26,8 @@ from .errors import (
     OfflineError,
 )
 from .hub import best_variant, clear_cache, repo_files
+from .perplexity import perplexity
+from .quality import quality
 
 __version__ = "0.1.0"
 
@@ -36,7 +40,6 @@ _LAZY = {
     "Chat": "chat",
     "complete": "chat",
     "generate": "chat",
-    "embed": "embed",
     "load_model": "engine",
     "unload_model": "engine",
     "benchmark": "bench",
@@ -50,8 +53,6 @@ _LAZY = {
     "estimate_memory": "fit",
     "recommend": "fit",
     "recommended_variant": "fit",
-    "perplexity": "perplexity",  # as llama-perplexity computes it
-    "quality": "quality",  # PPL, KLD and same-top per variant, beside speed
     "plot_quality": "quality",
     "pick_quant": "quality",
     "panel": "widgets",
@@ -91,6 +92,9 @@ __all__ = [
     "DownloadProgress",
     "clear_cache",
     "download",
+    "embed",
+    "perplexity",
+    "quality",
     "repo_files",
     "select_variant",
     *_LAZY,
