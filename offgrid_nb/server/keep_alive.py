@@ -4,15 +4,20 @@ A Jupyter server should not hold gigabytes forever: after each request the loade
 given a deadline (the request's ``keep_alive``, else the server's default, 5 minutes as in
 Ollama); a check scheduled on the IOLoop for that moment unloads it if nothing used it since.
 ``0`` unloads right after the request, a negative value keeps it until the server stops.
+
+One check is pending at a time (a new deadline replaces it), and it runs in an empty
+``contextvars.Context``: a timer scheduled from a handler otherwise keeps a copy of the
+handler's context, and jupyter_server's context holds the handler itself, so each request's
+handler, reply and prompt (a Jinja environment) stayed alive until its timer fired.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import re
 import time
 from typing import Any
-
-from tornado.ioloop import IOLoop
 
 from ..engine import loaded_model, unload_model
 from ..errors import InvalidArgumentError
@@ -48,6 +53,8 @@ class KeepAlive:
         self.default_seconds = default_seconds
         self.gate = gate
         self.expires_at: float | None = None  # time.time(); None: kept until the server stops
+        self._timer: asyncio.TimerHandle | None = None
+        self._checking: asyncio.Future[None] | None = None  # kept: the loop holds tasks weakly
 
     def touch(self, keep_alive: float | None = None) -> None:
         """A request used the model: keep it ``keep_alive`` seconds (default: the setting).
@@ -55,11 +62,21 @@ class KeepAlive:
         Call on the IOLoop, after the request's work ended.
         """
         seconds = self.default_seconds if keep_alive is None else keep_alive
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if seconds < 0:
             self.expires_at = None
             return
         self.expires_at = time.time() + seconds
-        IOLoop.current().call_later(seconds, self._check)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(
+            seconds, self._start_check, context=contextvars.Context()
+        )  # an empty context: no request's handler is kept alive by the timer
+
+    def _start_check(self) -> None:
+        self._timer = None
+        self._checking = asyncio.ensure_future(self._check())
 
     async def _check(self) -> None:
         if self.expires_at is None or time.time() < self.expires_at:
