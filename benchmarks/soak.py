@@ -5,10 +5,12 @@ folder) gets ``--clients`` threads for ``--rounds`` rounds of ``--seconds`` each
 loops over a mix of requests until its round's time is up (bounded: every request has a
 timeout, every loop a deadline): ``/v1/chat/completions`` whole and streamed,
 ``/api/chat`` and ``/api/generate`` streamed (NDJSON), streams cut after their first chunk,
-``/v1/embeddings`` and ``/api/embed``. Printed per round: requests, status counts, p50/p99 of
-the whole request and of the time to first byte of streams, the server's RSS at the start and
-end. Then: RSS growth per 10,000 requests after the first round (the warm-up), whether a
-greedy probe reply changed, and how long after the last client the slots and queue were free.
+``/v1/embeddings`` and ``/api/embed`` (with the chat model, embedded in its own context; with
+``--embedding-model``, a second generated model loaded beside it). Printed per round:
+requests, status counts, p50/p99 of the whole request and of the time to first byte of
+streams, the server's RSS at the start and end. Then: RSS growth per 10,000 requests after
+the first round (the warm-up), whether a greedy probe reply changed, and how long after the
+last client the slots and queue were free.
 
 The baseline in the same run: one client alone, ``--probe-requests`` chat requests, median
 reply time; the target for p99 time to first token is ``(clients / slots + 1)`` times that.
@@ -37,9 +39,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from offgrid_nb.synthetic import write_tiny_model
+from offgrid_nb.synthetic import TinyModelSpec, write_tiny_model
 
 MODEL = "soak-llama"
+EMBEDDER = "soak-embedder"  # --embedding-model: a second model, loaded beside the chat model
 TIMEOUT = 120.0  # seconds: no request of this mix should take longer, even queued
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hello there"}]}
 
@@ -81,7 +84,9 @@ class Server:
         self.process.wait(timeout=30)
 
 
-def _requests(max_tokens: int, embeddings: bool) -> list[tuple[str, str, dict, bool, bool]]:
+def _requests(
+    max_tokens: int, embeddings: bool, embedder: str = MODEL
+) -> list[tuple[str, str, dict, bool, bool]]:
     """(name, path, body, streamed, cut after the first chunk) of the mix, in rotation."""
     sampled = {"temperature": 0.7, "max_tokens": max_tokens}
     options = {"temperature": 0.7, "num_predict": max_tokens}
@@ -96,9 +101,9 @@ def _requests(max_tokens: int, embeddings: bool) -> list[tuple[str, str, dict, b
     ]  # fmt: skip
     if embeddings:
         mix += [
-            ("v1-embed", "/v1/embeddings", {"model": MODEL, "input": ["a text", "another"]},
+            ("v1-embed", "/v1/embeddings", {"model": embedder, "input": ["a text", "another"]},
              False, False),
-            ("api-embed", "/api/embed", {"model": MODEL, "input": "some text"}, False, False),
+            ("api-embed", "/api/embed", {"model": embedder, "input": "some text"}, False, False),
         ]  # fmt: skip
     return mix
 
@@ -163,12 +168,18 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--no-embeddings", action="store_true")
     parser.add_argument("--probe-requests", type=int, default=20)
+    parser.add_argument(
+        "--embedding-model", action="store_true", help="embeddings with a second model"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"
         models.mkdir()
         write_tiny_model(models / f"{MODEL}.gguf")
+        embedder = EMBEDDER if args.embedding_model else MODEL
+        if args.embedding_model:
+            write_tiny_model(models / f"{EMBEDDER}.gguf", TinyModelSpec(seed=7))
         server = Server(models, args.parallel)
         try:
             before = probe(server)
@@ -179,7 +190,7 @@ def main() -> None:
             ]  # fmt: skip
             single_s = float(np.median(single))
             print(f"single client: median reply {single_s * 1000:.1f} ms")
-            mix = _requests(args.max_tokens, not args.no_embeddings)
+            mix = _requests(args.max_tokens, not args.no_embeddings, embedder)
             ends: list[tuple[int, float]] = []
             header = "round  requests  statuses                 p50 ms  p99 ms  ttfb p99  RSS MB"
             print(header)
@@ -209,6 +220,8 @@ def main() -> None:
                     flush=True,
                 )
             after = probe(server)
+            loaded = [model["name"] for model in server.call("GET", "/v1/ps")[1]["models"]]
+            print(f"loaded at the end: {', '.join(loaded)}")
         finally:
             server.stop()
     if len(ends) > 1:

@@ -10,7 +10,14 @@ llama-server's slots do:
   ``seq_id``: one new token of each generating slot, then prompt tokens of admitted slots up to
   the batch size (**chunked** prompts: a long prompt takes several steps, and the other slots
   keep generating meanwhile);
-- new jobs are admitted between steps (**continuous batching**); beyond the slots they queue;
+- new jobs are admitted between steps (**continuous batching**); beyond the slots they queue,
+  first come first served, up to the ``max_queue`` setting (then :class:`ServerBusyError`); a
+  job that waits longer than ``queue_timeout`` is refused the same way, and a cancelled one
+  leaves the queue at once;
+- **embeddings** (an :class:`EmbedJob`) use the same context: between steps, one text at a
+  time in a free slot, ahead of the queued replies, with ``llama_set_embeddings`` switched on
+  for that decode alone (the context pools as the model says, else by the mean, see
+  :func:`offgrid_nb.engine.load_model`), so a chat model embeds without a second load;
 - a slot keeps its tokens in the KV cache after its reply, and a new prompt goes to the free
   slot whose cache it mostly shares (else to the least recently used), so a chat's next turn
   evaluates only its new tokens (``llama_memory_seq_rm`` drops the rest);
@@ -39,8 +46,9 @@ from typing import Any
 
 import numpy as np
 
+from .config import get_settings
 from .engine import LoadedModel
-from .errors import ContextOverflowError, GenerationError, InvalidArgumentError
+from .errors import ContextOverflowError, GenerationError, InvalidArgumentError, ServerBusyError
 from .llama_backend import llama_cpp
 from .structured import grammar_sampler
 
@@ -50,7 +58,7 @@ _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
 Prompt = Callable[[LoadedModel], tuple[list[int], list[str]]]
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
     """One reply to generate, and what the scheduler reports of it.
 
@@ -73,6 +81,25 @@ class Job:
     submitted: float = 0.0
     first_token: float | None = None
     last_token: float | None = None
+    scheduler: Scheduler | None = None  # where it was submitted last
+
+    def cancel(self) -> None:
+        """Stop it, from any thread: a queued job leaves the queue now, a running one frees
+        its slot at the next step."""
+        self.cancelled.set()
+        if self.scheduler is not None and self.scheduler.withdraw(self):
+            self.events.put(("end", None))
+
+
+@dataclass(eq=False)
+class EmbedJob:
+    """Texts to embed with a loaded model's context; ``events`` gets ``("done", (vectors,
+    tokens))``, ``("error", exc)`` or ``("moved", None)`` (as :class:`Job`)."""
+
+    texts: list[str]
+    normalize: bool = True
+    events: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
+    done: list[tuple[np.ndarray, int]] = field(default_factory=list)  # (vector, tokens) so far
 
 
 class _Text:
@@ -171,6 +198,7 @@ class Scheduler:
         self.loaded = loaded
         self._slots = [_Slot(seq) for seq in range(loaded.parallel)]
         self._queue: list[Job] = []
+        self._embeds: list[EmbedJob] = []
         self._cond = threading.Condition()
         self._running = False
         self._lib = llama_cpp()
@@ -180,22 +208,57 @@ class Scheduler:
         self._control: np.ndarray | None = None  # see _markup_tokens
 
     def status(self) -> dict[str, int]:
-        """``{"parallel", "busy", "queued"}``: slots, slots serving a job, jobs waiting."""
+        """``{"parallel", "busy", "queued"}``: slots, slots serving a job, jobs waiting
+        (replies and embeddings)."""
         with self._cond:
             busy = sum(slot.job is not None for slot in self._slots)
-            return {"parallel": len(self._slots), "busy": busy, "queued": len(self._queue)}
+            queued = len(self._queue) + len(self._embeds)
+            return {"parallel": len(self._slots), "busy": busy, "queued": queued}
 
     def submit(self, job: Job) -> None:
-        """Queue ``job``; its events arrive on ``job.events``."""
-        job.submitted = time.perf_counter()
+        """Queue ``job``; its events arrive on ``job.events``.
+
+        Raises:
+            ServerBusyError: ``max_queue`` jobs wait already.
+        """
+        if not job.submitted:
+            job.submitted = time.perf_counter()  # kept when it moves to a reloaded model
+        limit = get_settings().max_queue
         with self._cond:
             if self.loaded.closed:
                 job.events.put(("moved", None))
                 return
+            if len(self._queue) >= limit:
+                raise ServerBusyError(
+                    f"{len(self._queue)} replies are waiting for {self.loaded.name}",
+                    hint="retry in a moment (the queue bound is OFFGRID_MAX_QUEUE)",
+                )
+            job.scheduler = self
             self._queue.append(job)
-            if not self._running:
-                self._running = True
-                threading.Thread(target=self._run, name="offgrid-slots", daemon=True).start()
+            self._wake()
+
+    def submit_embedding(self, job: EmbedJob) -> None:
+        """Queue ``job`` ahead of the queued replies; its result arrives on ``job.events``."""
+        with self._cond:
+            if self.loaded.closed:
+                job.events.put(("moved", None))
+                return
+            self._embeds.append(job)
+            self._wake()
+
+    def withdraw(self, job: Job) -> bool:
+        """Take ``job`` out of the queue if it is still waiting there (else it has a slot)."""
+        with self._cond:
+            if job in self._queue:
+                self._queue.remove(job)
+                return True
+            return False
+
+    def _wake(self) -> None:
+        """Start the decoding thread if it is not running (the caller holds ``_cond``)."""
+        if not self._running:
+            self._running = True
+            threading.Thread(target=self._run, name="offgrid-slots", daemon=True).start()
 
     def _run(self) -> None:
         batch = self._lib.llama_batch_init(self._n_batch, 0, 1)
@@ -206,7 +269,7 @@ class Scheduler:
                         break
                     self._serve(batch)
                 with self._cond:
-                    if not self._queue:
+                    if not self._queue and not self._embeds:
                         self._running = False  # a later submit starts a new thread
                         return
         except Exception as exc:  # a bug here must not leave replies waiting forever
@@ -223,22 +286,79 @@ class Scheduler:
         """Queued jobs go back to be submitted again (to the next model's scheduler when this
         one was freed)."""
         with self._cond:
-            for job in self._queue:
+            for job in [*self._queue, *self._embeds]:
                 job.events.put(("moved", None))
             self._queue.clear()
+            self._embeds.clear()
             self._running = False
 
     def _serve(self, batch: Any) -> None:
         """Step until no slot is busy and nothing can be admitted."""
         while True:
+            self._embed_next()
             self._admit()
             for slot in self._slots:
                 if slot.job is not None and slot.job.cancelled.is_set():
                     self._finish(slot, "cancelled")
             busy = [slot for slot in self._slots if slot.job is not None]
             if not busy:
+                if self._embeds and not self.loaded.lock.exclusive_waiting:
+                    continue  # more texts to embed in the free slots
                 return
             self._step(busy, batch)
+
+    def _embed_next(self) -> None:
+        """Embed one queued text in a free slot (one decode, embeddings on for it alone)."""
+        with self._cond:
+            free = [slot for slot in self._slots if slot.job is None]
+            if not self._embeds or not free or self.loaded.lock.exclusive_waiting:
+                return
+            job = self._embeds[0]
+        slot = min(free, key=lambda slot: slot.used)
+        done = job.done
+        try:
+            done.append(self._embed_one(slot, job.texts[len(done)], job.normalize))
+        except Exception as exc:  # raised again in the caller's thread
+            with self._cond:
+                self._embeds.remove(job)
+            job.events.put(("error", exc))
+            return
+        if len(done) == len(job.texts):
+            with self._cond:
+                self._embeds.remove(job)
+            vectors = np.stack([vector for vector, _ in done])
+            job.events.put(("done", (vectors, sum(count for _, count in done))))
+
+    def _embed_one(self, slot: _Slot, text: str, normalize: bool) -> tuple[np.ndarray, int]:
+        """The pooled vector of ``text`` in ``slot``'s sequence (truncated to one batch, as
+        llama-cpp-python's ``embed(truncate=True)`` does), and its token count."""
+        lib, llama = self._lib, self.loaded.llama
+        tokens = llama.tokenize(text.encode("utf-8"))[: min(self._n_batch, self.loaded.n_ctx)]
+        memory = lib.llama_get_memory(llama.ctx)
+        lib.llama_memory_seq_rm(memory, slot.seq, -1, -1)
+        slot.cached = []  # the slot's cache is gone: the next reply there starts afresh
+        batch = lib.llama_batch_init(len(tokens), 0, 1)
+        lib.llama_set_embeddings(llama.ctx, True)
+        try:
+            for i, token in enumerate(tokens):
+                batch.token[i], batch.pos[i], batch.logits[i] = token, i, True
+                batch.n_seq_id[i], batch.seq_id[i][0] = 1, slot.seq
+            batch.n_tokens = len(tokens)
+            if lib.llama_decode(llama.ctx, batch) != 0:
+                raise GenerationError("llama.cpp failed to embed a text")
+            pooled = lib.llama_get_embeddings_seq(llama.ctx, slot.seq)
+            if not pooled:
+                raise GenerationError(f"{self.loaded.name} gives no pooled embeddings")
+            n_embd = lib.llama_model_n_embd(llama.model)
+            vector = np.ctypeslib.as_array(pooled, shape=(n_embd,)).astype(np.float32)
+        finally:
+            lib.llama_set_embeddings(llama.ctx, False)
+            lib.llama_memory_seq_rm(memory, slot.seq, -1, -1)
+            lib.llama_batch_free(batch)
+        if normalize:
+            norm = float(np.linalg.norm(vector))
+            vector = vector / norm if norm > 0 else vector
+        return vector, len(tokens)
 
     def _admit(self) -> None:
         while not self.loaded.lock.exclusive_waiting:
@@ -438,38 +558,69 @@ class Scheduler:
         job.events.put(("error", error) if error else ("end", None))
 
 
-_scheduler: Scheduler | None = None
-_scheduler_lock = threading.Lock()
+_schedulers: dict[int, Scheduler] = {}  # by id() of the loaded model, while it is loaded
+_schedulers_lock = threading.Lock()
 
 
 def scheduler(loaded: LoadedModel) -> Scheduler:
-    """The scheduler of ``loaded`` (one per loaded model)."""
-    global _scheduler
-    with _scheduler_lock:
-        if _scheduler is None or _scheduler.loaded is not loaded:
-            _scheduler = Scheduler(loaded)
-        return _scheduler
+    """The scheduler of ``loaded`` (one per loaded model; those of freed models are dropped)."""
+    with _schedulers_lock:
+        for key in [key for key, s in _schedulers.items() if s.loaded.closed]:
+            del _schedulers[key]
+        if id(loaded) not in _schedulers:
+            _schedulers[id(loaded)] = Scheduler(loaded)
+        return _schedulers[id(loaded)]
+
+
+def model_status(loaded: LoadedModel) -> dict[str, int]:
+    """The slots of one loaded model: ``{"parallel", "busy", "queued"}`` (its ``parallel``
+    and zeros before its first reply)."""
+    current = _schedulers.get(id(loaded))
+    if current is None or current.loaded is not loaded:
+        return {"parallel": loaded.parallel, "busy": 0, "queued": 0}
+    return current.status()
 
 
 def slots_status() -> dict[str, int]:
-    """Slots of the loaded model's scheduler: ``{"parallel", "busy", "queued"}`` (zeros when
-    no reply has run on it yet)."""
-    current = _scheduler
-    if current is None or current.loaded.closed:
-        return {"parallel": 0, "busy": 0, "queued": 0}
-    return current.status()
+    """The slots of every loaded model together: ``{"parallel", "busy", "queued",
+    "max_queue"}`` (``max_queue``: the bound of each model's queue)."""
+    total = {"parallel": 0, "busy": 0, "queued": 0}
+    for current in list(_schedulers.values()):
+        if not current.loaded.closed:
+            for key, value in current.status().items():
+                total[key] += value
+    return {**total, "max_queue": get_settings().max_queue}
+
+
+def _first_event(job: Job, deadline: float) -> tuple[str, Any]:
+    """The job's first event; :class:`ServerBusyError` if it is still queued at ``deadline``."""
+    while True:
+        try:
+            return job.events.get(timeout=max(deadline - time.monotonic(), 0.0))
+        except queue.Empty:
+            current = job.scheduler
+            if current is not None and current.withdraw(job):
+                waited = get_settings().queue_timeout
+                raise ServerBusyError(
+                    f"No slot of {current.loaded.name} came free in {waited:g} s",
+                    hint="retry in a moment (the wait bound is OFFGRID_QUEUE_TIMEOUT)",
+                ) from None
+            deadline = math.inf  # it has a slot now: its events come
 
 
 def run(load: Callable[[], LoadedModel], job: Job) -> Iterator[str]:
     """Submit ``job`` to the scheduler of the model ``load()`` gives; yield its text pieces.
 
-    Raises what the job failed with (``ContextOverflowError``...). Closing the iterator
-    cancels the job: its slot is free at the next step.
+    Raises what the job failed with (``ContextOverflowError``...), and
+    :class:`ServerBusyError` when the queue is full or the job waited longer than the
+    ``queue_timeout`` setting. Closing the iterator cancels the job: it leaves the queue, or
+    its slot is free at the next step.
     """
+    deadline = time.monotonic() + get_settings().queue_timeout
     try:
         while True:
             scheduler(load()).submit(job)
-            kind, value = job.events.get()
+            kind, value = _first_event(job, deadline)
             while kind == "text":
                 yield value
                 kind, value = job.events.get()
@@ -478,4 +629,21 @@ def run(load: Callable[[], LoadedModel], job: Job) -> Iterator[str]:
             if kind == "end":
                 return
     finally:
-        job.cancelled.set()  # a no-op after its end; else its slot is freed at the next step
+        job.cancel()  # a no-op after its end; else it leaves the queue or its slot
+
+
+def embed_with(
+    loaded: LoadedModel, texts: list[str], *, normalize: bool = True
+) -> tuple[np.ndarray, int]:
+    """``texts`` embedded with ``loaded``'s own context (submitted again with ``loaded.again()``
+    if it was freed meanwhile): one vector per text, and the token count."""
+    job = EmbedJob(texts, normalize)
+    while True:
+        scheduler(loaded).submit_embedding(job)
+        kind, value = job.events.get()
+        if kind == "error":
+            raise value
+        if kind == "done":
+            return value
+        job.done.clear()
+        loaded = loaded.again()

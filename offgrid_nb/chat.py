@@ -118,9 +118,15 @@ class Reply:
         self.cancel()
         self._pieces.close()
 
+    @property
+    def model(self) -> str | Path:
+        """The model it is generated with, as it was given (a name, or its file)."""
+        return self._model.model
+
     def cancel(self) -> None:
-        """Stop generating, from any thread: the iteration ends at the scheduler's next step."""
-        self._job.cancelled.set()
+        """Stop generating, from any thread: a reply waiting for a slot leaves the queue at
+        once; a running one ends at the scheduler's next step."""
+        self._job.cancel()
 
     def _generate(self) -> Iterator[str]:
         pieces: list[str] = []

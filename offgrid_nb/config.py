@@ -47,6 +47,12 @@ ENVIRONMENT: dict[str, str] = {
     "faster than 4 connections carry)",
     "OFFGRID_PARALLEL": "replies decoded together in this process (1; each slot has its own "
     "context)",
+    "OFFGRID_MAX_QUEUE": "replies waiting for a slot of one model before more are refused "
+    "(503 with `Retry-After`), as Ollama's `OLLAMA_MAX_QUEUE` (512)",
+    "OFFGRID_QUEUE_TIMEOUT": "seconds a reply may wait for a slot before it is refused (503 "
+    "with `Retry-After`) (300)",
+    "OFFGRID_MAX_LOADED_MODELS": "models kept loaded at once, the least recently used freed "
+    "first, as Ollama's `OLLAMA_MAX_LOADED_MODELS` (3; fewer when memory runs short)",
     "OFFGRID_GPU_RESERVE_MB": "GPU memory the fit leaves free on each GPU, in MB (1024)",
     "OFFGRID_SOURCES": "which model sources are on: comma-separated "
     "`offgrid,hf-cache,lmstudio,ollama,llama.cpp,folder`, or `all` (default: all whose "
@@ -147,6 +153,12 @@ class Settings:
     # free memory the fit leaves on each GPU (OFFGRID_GPU_RESERVE_MB): drivers, the desktop,
     # other programs; llama.cpp's --fit leaves 1 GiB too (common.h fit_params_target)
     gpu_reserve: int = 1 << 30
+    # the queue in front of each loaded model's slots (offgrid_nb.batching): Ollama's
+    # OLLAMA_MAX_QUEUE is 512; a reply waiting longer than queue_timeout seconds is refused
+    max_queue: int = 512
+    queue_timeout: float = 300.0
+    # models loaded at once (offgrid_nb.engine), as Ollama's OLLAMA_MAX_LOADED_MODELS (3 per GPU)
+    max_loaded_models: int = 3
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced (``None`` values are ignored)."""
@@ -200,11 +212,17 @@ def get_settings(**overrides: object) -> Settings:
     for name, key in (
         ("max_ctx", "OFFGRID_MAX_CTX"),
         ("download_connections", "OFFGRID_DOWNLOAD_CONNECTIONS"),
+        ("max_queue", "OFFGRID_MAX_QUEUE"),
+        ("queue_timeout", "OFFGRID_QUEUE_TIMEOUT"),
     ):
         if env.get(key, "").isdigit():
             settings = replace(settings, **{name: int(env[key])})
     if env.get("OFFGRID_GPU_RESERVE_MB", "").isdigit():
         settings = replace(settings, gpu_reserve=int(env["OFFGRID_GPU_RESERVE_MB"]) << 20)
-    if env.get("OFFGRID_PARALLEL", "").isdigit() and int(env["OFFGRID_PARALLEL"]) > 0:
-        settings = replace(settings, parallel=int(env["OFFGRID_PARALLEL"]))
+    for name, key in (
+        ("parallel", "OFFGRID_PARALLEL"),
+        ("max_loaded_models", "OFFGRID_MAX_LOADED_MODELS"),
+    ):
+        if env.get(key, "").isdigit() and int(env[key]) > 0:
+            settings = replace(settings, **{name: int(env[key])})
     return settings.with_overrides(**{**_overrides, **overrides})

@@ -9,8 +9,12 @@
   :func:`offgrid_nb.fit.plan_offload` packs into the GPUs of this build (0 on a CPU-only
   build); a load that fails for memory with layers offloaded is retried once with half of
   them, and :attr:`LoadedModel.offload_notice` says so.
-- **One model per process** by default: asking for the loaded model again reuses it; asking
-  for another frees the first.
+- **Several models loaded**, up to the ``max_loaded_models`` setting (3, as Ollama's
+  ``OLLAMA_MAX_LOADED_MODELS``) and as many as fit: asking for a loaded model again reuses it;
+  asking for another loads it beside, freeing the least recently used first when the count is
+  reached or the new one does not fit in the RAM the others leave (their weights are counted
+  as used: mapped files look free to the OS). The same file with other options replaces its
+  earlier load.
 - **Safe across threads**: a model is held through its :class:`ModelLock`: generation (the
   scheduler of :mod:`offgrid_nb.batching`, which decodes up to ``parallel`` replies together)
   and tokenizing share it (:func:`share_model`); benchmarks and frees hold it alone
@@ -27,6 +31,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -123,9 +128,28 @@ class LoadedModel:
     devices: tuple[str, ...] = ("CPU",)  # where its layers are: the GPUs given some, the CPU
     backend: str = "CPU"  # the backends of those devices ("CUDA", "Metal", "CUDA+CPU"...)
     offload_notice: str | None = None  # set when a load had to be retried with fewer layers
+    used: float = field(default_factory=time.monotonic)  # last asked for (LRU order)
+
+    def again(self) -> LoadedModel:
+        """This model if it is still loaded, else the same :func:`load_model` call again."""
+        if not self.closed:
+            self.used = time.monotonic()
+            return self
+        return load_model(self.path, **dict(zip(_OPTIONS, self.requested[1:], strict=True)))
+
+    def ram_weights(self) -> int:
+        """Bytes of weights this model keeps in RAM (its file, less what went to GPUs)."""
+        size = self.path.stat().st_size
+        layers = self.info.n_layers or 0
+        if self.n_gpu_layers == 0 or not layers:
+            return size
+        on_gpu = layers if self.n_gpu_layers < 0 else min(self.n_gpu_layers, layers)
+        return size * (layers - on_gpu) // layers
 
 
-_current: LoadedModel | None = None
+# load_model's options, in the order of LoadedModel.requested (after the path)
+_OPTIONS = ("n_ctx", "n_threads", "n_gpu_layers", "embedding", "parallel")
+_loaded: list[LoadedModel] = []  # what llama.cpp holds now, oldest load first
 _load_lock = threading.Lock()
 
 
@@ -158,18 +182,25 @@ def _pooling(info: GGUFInfo) -> int:
 
 
 def _plan(
-    info: GGUFInfo, path: Path, n_ctx: int, parallel: int, devices: list[Device], force: bool
+    info: GGUFInfo,
+    path: Path,
+    n_ctx: int,
+    parallel: int,
+    devices: list[Device],
+    force: bool,
+    reserved: int = 0,
 ) -> OffloadPlan:
-    """Where the layers go (:func:`offgrid_nb.fit.plan_offload`); refused when what stays in
-    RAM does not fit it, unless ``force`` (which also loads a model the estimate cannot
-    describe, on the CPU)."""
+    """Where the layers go (:func:`offgrid_nb.fit.plan_offload`) in the RAM available less
+    ``reserved`` (the weights of the models kept loaded); refused when what stays in RAM does
+    not fit, unless ``force`` (which also loads a model the estimate cannot describe, on the
+    CPU)."""
     try:
         estimate = estimate_memory(info, n_ctx=n_ctx, parallel=parallel)  # every slot's KV
     except UnsupportedModelError:
         if not force:
             raise
         return OffloadPlan(n_layers=info.n_layers or 0, gpu_layers=0)
-    available = available_memory()
+    available = max(available_memory() - reserved, 0)
     plan = plan_offload(info, estimate, devices, ram_bytes=available)
     if force or plan.verdict != TOO_LARGE:
         return plan
@@ -182,25 +213,52 @@ def _plan(
     )
 
 
+def loaded_models() -> list[LoadedModel]:
+    """The models loaded now, the most recently used first."""
+    return sorted(_loaded, key=lambda loaded: loaded.used, reverse=True)
+
+
 def loaded_model() -> LoadedModel | None:
-    """The model currently loaded, if any."""
-    return _current
+    """The most recently used of the loaded models, if any."""
+    models = loaded_models()
+    return models[0] if models else None
 
 
 def _close(loaded: LoadedModel) -> None:
-    """Free a model once its current user is done with it (the caller holds ``_load_lock``)."""
+    """Free a model once its current users are done with it (the caller holds ``_load_lock``)."""
     with loaded.lock.exclusive():
         loaded.llama.close()
         loaded.closed = True
+    _loaded.remove(loaded)
 
 
-def unload_model() -> None:
-    """Free the loaded model (no-op when none is loaded); waits for its current user."""
-    global _current
+def unload_model(model: str | Path | None = None) -> None:
+    """Free ``model`` (a library name or a path) if it is loaded, else every loaded model;
+    waits for their current users."""
+    path = None if model is None else resolve_model(model).resolve()
     with _load_lock:
-        if _current is not None:
-            _close(_current)
-            _current = None
+        for loaded in list(_loaded):
+            if path is None or loaded.path == path:
+                _close(loaded)
+
+
+def _make_room(path: Path, info: GGUFInfo, options: tuple[Any, ...], force: bool) -> int:
+    """Free what a new load of ``path`` replaces, then the least recently used models until
+    the count allows one more and the new one fits beside the rest (the caller holds
+    ``_load_lock``). Returns the bytes of weights the models kept hold in RAM."""
+    for loaded in [m for m in _loaded if m.path == path]:
+        _close(loaded)  # the same file with other options
+    n_ctx, parallel, devices = options
+    while _loaded:
+        reserved = sum(loaded.ram_weights() for loaded in _loaded)
+        if len(_loaded) < max(get_settings().max_loaded_models, 1):
+            try:
+                _plan(info, path, n_ctx, parallel, devices, force, reserved)
+                return reserved
+            except InsufficientMemoryError:
+                pass  # fits alone, perhaps: free the least recently used and look again
+        _close(min(_loaded, key=lambda loaded: loaded.used))
+    return 0
 
 
 @contextmanager
@@ -265,19 +323,19 @@ def load_model(
         InsufficientMemoryError: what stays in RAM would not fit in the RAM available.
         ModelLoadError: llama.cpp refused it; the message quotes llama.cpp's reason.
     """
-    global _current
     found = resolve_model(model)
     path = found.resolve()  # one model however it is named (HF cache files are links)
     requested = (path, n_ctx, n_threads, n_gpu_layers, embedding, parallel)
-    current = _current
-    if current is not None and current.requested == requested and not current.closed:
-        return current  # the same call as last time: no header re-read
+    for loaded in list(_loaded):
+        if loaded.requested == requested and not loaded.closed:
+            loaded.used = time.monotonic()
+            return loaded  # the same call as before: no header re-read
     info = inspect_file(path)
     n_ctx = context_size(info, n_ctx)
     n_threads = n_threads or default_threads()
     parallel = 1 if embedding else parallel or get_settings().parallel
     devices = list_devices()
-    plan = _plan(info, path, n_ctx, parallel, devices, force)
+    plan = _plan(info, path, n_ctx, parallel, devices, force)  # alone: could it fit at all?
     if n_gpu_layers is None or n_gpu_layers == "auto":
         n_gpu_layers = plan.gpu_layers
     elif isinstance(n_gpu_layers, bool) or not isinstance(n_gpu_layers, int):
@@ -287,20 +345,20 @@ def load_model(
         )
     wanted = (path, n_ctx, n_threads, n_gpu_layers, embedding, parallel)
     with _load_lock:
-        current = _current
-        if current is not None:
+        for current in _loaded:
             have = (current.path, current.n_ctx, current.n_threads, current.n_gpu_layers)
             if (*have, current.embedding, current.parallel) == wanted:
+                current.used = time.monotonic()
                 return current
-            _close(current)  # waits for a running generation or benchmark to finish
-            _current = None
+        _make_room(path, info, (n_ctx, parallel, devices), force)
         options = {
             "model_path": str(path),
             "n_ctx": n_ctx,
             "n_threads": n_threads,
             "n_threads_batch": n_threads,  # llama-cpp-python would use every logical core
             "embedding": embedding,
-            "pooling_type": _pooling(info) if embedding else -1,  # -1: unspecified
+            # every context can pool: a chat model's context embeds too (offgrid_nb.batching)
+            "pooling_type": _pooling(info),
             "verbose": False,
             **_tensor_split(plan, devices),
         }
@@ -337,12 +395,13 @@ def load_model(
                 f"llama.cpp could not load {path.name}: {reason.strip()}", hint=hint
             ) from exc
         name = model_label(model, found)
-        _current = LoadedModel(
+        loaded = LoadedModel(
             path, llama, info, n_ctx, n_threads, n_gpu_layers, embedding, parallel, requested, name
         )
-        _current.devices, _current.backend = _placement(plan, devices, n_gpu_layers)
-        _current.offload_notice = notice
-        return _current
+        loaded.devices, loaded.backend = _placement(plan, devices, n_gpu_layers)
+        loaded.offload_notice = notice
+        _loaded.append(loaded)
+        return loaded
 
 
 def _new_llama(options: dict[str, Any], n_gpu_layers: int, parallel: int) -> Any:

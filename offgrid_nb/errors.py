@@ -141,9 +141,15 @@ class ClusterError(OffgridError):
 
 
 class ServerBusyError(OffgridError):
-    """The server already has as much work running and queued as it allows (HTTP 503)."""
+    """The server already has as much work running and queued as it allows, or a request
+    waited too long for its turn (HTTP 503); ``retry_after``: seconds to wait before trying
+    again (the servers send it as ``Retry-After``)."""
 
     http_status = 503
+
+    def __init__(self, message: str, *, hint: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
 
 
 class RunCancelledError(OffgridError):

@@ -11,14 +11,16 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 from llama_cpp import Llama
 
 import offgrid_nb as og
+from offgrid_nb import engine
 from offgrid_nb.batching import Job, run, scheduler, slots_status
 from offgrid_nb.chat import Chat, generate
 from offgrid_nb.engine import load_model, unload_model, use_model
-from offgrid_nb.errors import ContextOverflowError
+from offgrid_nb.errors import ContextOverflowError, ServerBusyError
 
 PROMPTS = ["hello there", "abc def ghi", "the model says", "zzz yyy", "one two three four", "x"]
 
@@ -59,7 +61,7 @@ def test_concurrent_replies_equal_the_same_replies_one_at_a_time(tiny_model):
     replies = together(tiny_model, calls, parallel=4)
     assert [r.text for r in replies] == alone
     assert all(r.finish_reason == "length" and r.usage.completion_tokens == 40 for r in replies)
-    assert slots_status() == {"parallel": 4, "busy": 0, "queued": 0}
+    assert slots_status() == {"parallel": 4, "busy": 0, "queued": 0, "max_queue": 512}
 
 
 def test_stop_strings_and_max_tokens_are_per_slot(tiny_model):
@@ -169,4 +171,122 @@ def test_real_model_a_lone_slot_equals_llama_cpp_python_and_batches_run_to_lengt
     replies = together(real_model, calls, **load)
     assert all(r.finish_reason == "length" and r.usage.completion_tokens == 32 for r in replies)
     assert all(r.text.strip() for r in replies)
-    assert slots_status() == {"parallel": 4, "busy": 0, "queued": 0}
+    assert slots_status() == {"parallel": 4, "busy": 0, "queued": 0, "max_queue": 512}
+
+
+def _queued(loaded, n: int) -> None:
+    wait_until(lambda: scheduler(loaded).status()["queued"] == n)
+
+
+def test_queued_replies_are_served_first_come_first_served(tiny_model):
+    done: list[int] = []
+    replies = [generate(tiny_model, PROMPTS[i], stream=True, max_tokens=3, parallel=1)
+               for i in range(4)]  # fmt: skip
+
+    def finish(i: int) -> None:
+        "".join(replies[i])
+        done.append(i)
+
+    threads = [threading.Thread(target=finish, args=(i,)) for i in range(4)]
+    with use_model(tiny_model, parallel=1) as loaded:  # nothing is admitted meanwhile
+        for i, thread in enumerate(threads):
+            thread.start()
+            _queued(loaded, i + 1)  # each in the queue before the next arrives
+    for thread in threads:
+        thread.join()
+    assert done == [0, 1, 2, 3]  # one slot: each in its turn
+    assert all(reply.finish_reason == "length" for reply in replies)
+
+
+def test_a_full_queue_refuses_at_once_and_a_cancelled_reply_leaves_it_at_once(
+    tiny_model, monkeypatch
+):
+    monkeypatch.setenv("OFFGRID_MAX_QUEUE", "2")
+    replies = [generate(tiny_model, "hello", stream=True, max_tokens=3, parallel=1)
+               for _ in range(3)]  # fmt: skip
+    threads = [threading.Thread(target=lambda r=r: "".join(r)) for r in replies[:2]]
+    with use_model(tiny_model, parallel=1) as loaded:
+        for thread in threads:
+            thread.start()
+        _queued(loaded, 2)
+        with pytest.raises(ServerBusyError, match="2 replies are waiting") as refused:
+            "".join(replies[2])
+        assert refused.value.retry_after == 1
+        replies[0].cancel()  # the client went away while it waited
+        assert scheduler(loaded).status()["queued"] == 1  # gone now, not at the next step
+        threads[0].join(timeout=5)
+        assert not threads[0].is_alive()
+    threads[1].join()
+    assert replies[0].finish_reason == "cancelled"
+    assert replies[1].finish_reason == "length"
+    assert slots_status()["queued"] == 0
+
+
+def test_a_reply_that_waits_longer_than_the_queue_timeout_gets_server_busy(tiny_model, monkeypatch):
+    monkeypatch.setenv("OFFGRID_QUEUE_TIMEOUT", "1")
+    reply = generate(tiny_model, "hello", stream=True, max_tokens=3, parallel=1)
+    errors: list[Exception] = []
+
+    def wait() -> None:
+        try:
+            "".join(reply)
+        except ServerBusyError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=wait)
+    with use_model(tiny_model, parallel=1) as loaded:  # held past the timeout
+        thread.start()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        assert scheduler(loaded).status()["queued"] == 0
+    assert len(errors) == 1
+    assert "came free in 1 s" in errors[0].message
+    assert errors[0].retry_after == 1
+    # The next reply is served as usual.
+    assert generate(tiny_model, "hello", max_tokens=3, parallel=1)
+
+
+def test_a_chat_model_embeds_in_its_own_context_without_a_reload(tiny_model):
+    texts = ["hello there", "a second, longer text to embed"]
+    with use_model(tiny_model, embedding=True) as dedicated:  # the old way: its own load
+        expected = np.asarray(dedicated.llama.embed(texts, normalize=True), dtype=np.float32)
+    unload_model()
+    loaded = load_model(tiny_model, parallel=2)
+    reply = generate(tiny_model, "hello", stream=True, max_tokens=200, temperature=0, parallel=2)
+    pieces = iter(reply)
+    first = next(pieces)  # one slot generates while the other embeds
+    vectors = og.embed(tiny_model, texts, parallel=2)
+    assert engine.loaded_models() == [loaded]  # no second load, no reload
+    assert not loaded.closed
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    assert first + "".join(pieces) == generate(
+        tiny_model, "hello", max_tokens=200, temperature=0, parallel=2
+    )  # the reply beside it is unchanged
+
+
+def test_embeddings_go_ahead_of_queued_replies(tiny_model):
+    events: list[str] = []
+    running = generate(tiny_model, "hello", stream=True, max_tokens=30, parallel=1)
+    waiting = generate(tiny_model, "abc", stream=True, max_tokens=3, parallel=1)
+
+    def reply() -> None:
+        next(iter(waiting))
+        events.append("queued reply")
+        "".join(waiting)
+
+    def embed() -> None:
+        og.embed(tiny_model, "a text", parallel=1)
+        events.append("embedding")
+
+    pieces = iter(running)
+    next(pieces)  # the one slot is busy
+    loaded = load_model(tiny_model, parallel=1)
+    threads = [threading.Thread(target=reply), threading.Thread(target=embed)]
+    threads[0].start()
+    _queued(loaded, 1)
+    threads[1].start()  # arrives after the reply
+    _queued(loaded, 2)
+    "".join(pieces)
+    for thread in threads:
+        thread.join()
+    assert events == ["embedding", "queued reply"]  # it did not wait behind the queue

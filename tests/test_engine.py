@@ -1,4 +1,4 @@
-"""Loading models: reuse, one model per process, guards before llama.cpp, memory check."""
+"""Loading models: reuse, several at once (LRU), guards before llama.cpp, memory check."""
 
 from __future__ import annotations
 
@@ -35,14 +35,43 @@ def test_load_reuses_the_same_model(tiny_model):
     assert engine.loaded_model() is first
 
 
-def test_loading_another_model_frees_the_first(tiny_model, tmp_path):
+def test_models_load_side_by_side_and_the_least_recently_used_is_freed_first(
+    tiny_model, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("OFFGRID_MAX_LOADED_MODELS", "2")
+    a, b, c = (shutil.copyfile(tiny_model, tmp_path / f"{name}.gguf") for name in "abc")
+    first, second = engine.load_model(a), engine.load_model(b)
+    assert engine.loaded_models() == [second, first]  # both held, the most recent first
+    assert engine.load_model(a) is first  # used again: now the most recent
+    third = engine.load_model(c)  # a third: the least recently used (b) makes room
+    assert second.closed
+    assert second.llama._model.model is None  # llama.cpp freed its weights
+    assert engine.loaded_models() == [third, first]
+    engine.unload_model(a)  # one by name or path
+    assert first.closed
+    assert engine.loaded_models() == [third]
+
+
+def test_the_same_file_with_other_options_replaces_its_earlier_load(tiny_model):
+    small = engine.load_model(tiny_model, n_ctx=256)
+    large = engine.load_model(tiny_model, n_ctx=512)
+    assert small.closed
+    assert engine.loaded_models() == [large]
+
+
+def test_a_model_that_does_not_fit_beside_the_others_frees_them_first(
+    tiny_model, tmp_path, monkeypatch
+):
     other = shutil.copyfile(tiny_model, tmp_path / "other.gguf")
+    info = engine.inspect_file(tiny_model)
+    need = engine._plan(info, tiny_model, 2048, 1, list_devices(), force=False).ram_bytes
+    # room for one model's weights, cache and compute, but not for a second's weights beside
+    room = need + tiny_model.stat().st_size // 2
+    monkeypatch.setattr(engine.psutil, "virtual_memory", lambda: SimpleNamespace(available=room))
     first = engine.load_model(tiny_model)
     second = engine.load_model(other)
-    assert second is not first
-    assert engine.loaded_model() is second
-    assert first.llama._model.model is None  # llama.cpp freed the first model's weights
-    assert second.llama._model.model is not None
+    assert first.closed
+    assert engine.loaded_models() == [second]
 
 
 def test_memory_check_refuses_and_force_overrides(tiny_model, monkeypatch):

@@ -98,6 +98,9 @@ async def test_health_under_a_non_root_base_url(fetch, jp_base_url, hub):
     assert health["system"]["logical_cores"] >= 1
     assert health["model_requests_in_flight"] == 0
     assert health["slots"]["busy"] == health["slots"]["queued"] == 0
+    assert health["slots"]["max_queue"] == 512  # OFFGRID_MAX_QUEUE, as Ollama's default
+    _, ps = await fetch("GET", "ps")
+    assert health["loaded_models"] == len(ps["models"])
 
 
 async def test_requests_without_the_token_get_403(fetch, hub):
@@ -306,11 +309,13 @@ async def test_two_slots_generate_at_once_and_a_disconnect_frees_its_slot_at_onc
             if chunk.choices[0].delta.content:
                 break  # generating now
     _, health = await fetch("GET", "health")
-    assert health["slots"] == {"parallel": 2, "busy": 2, "queued": 0}
-    # Both slots busy and no queue (max_queued_generations = 0): the next is refused.
+    assert health["slots"] == {"parallel": 2, "busy": 2, "queued": 0, "max_queue": 512}
+    # Both slots busy and no queue (max_queued_generations = 0): the next is refused, with
+    # when to try again.
     with pytest.raises(openai.APIStatusError, match="busy") as refused:
         await client.chat.completions.create(**options, max_tokens=2)
     assert refused.value.status_code == 503
+    assert refused.value.response.headers["Retry-After"] == "1"
     await streams[0].close()
     await wait_for(lambda: api.gate.in_flight == 1)
     # The freed slot takes the next request while the other stream still generates.

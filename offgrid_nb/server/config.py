@@ -32,10 +32,12 @@ class OffgridAPI(Configurable):
     ).tag(config=True)
 
     max_queued_generations = Int(
-        4,
+        512,
         min=0,
-        help="Chat completions and benchmarks that may wait while every slot is busy; "
-        "one more is refused with 503.",
+        help="Model requests (chats, completions, embeddings, benchmarks) that may wait while "
+        "every slot is busy, as Ollama's OLLAMA_MAX_QUEUE; one more is refused with 503 and "
+        "Retry-After. Each model's queue is bounded too (OFFGRID_MAX_QUEUE), and a request "
+        "waiting longer than OFFGRID_QUEUE_TIMEOUT is refused the same way.",
     ).tag(config=True)
 
     default_threads = Int(

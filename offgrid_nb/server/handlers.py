@@ -12,9 +12,11 @@ gets the token/cookie login, XSRF and origin checks; the standalone server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,7 @@ from tornado.iostream import StreamClosedError
 from ..chat import Reply
 from ..download import select_variant
 from ..embed import check_texts
-from ..errors import InvalidArgumentError, NotFoundError, OffgridError
+from ..errors import InvalidArgumentError, NotFoundError, OffgridError, ServerBusyError
 from . import params, responses
 from .jobs import DownloadJob
 from .state import ApiState
@@ -71,8 +73,9 @@ class OffgridHandler(APIHandler):
         """``texts`` embedded by ``model`` (waiting its turn at the gate), and their token
         count; the model is then kept ``keep_alive`` seconds (default: the server's)."""
         with self.api.gate.slot():
-            result = await in_thread(self.api.embed, model, texts)
-        self.api.keep_alive.touch(keep_alive)
+            path = await in_thread(self.api.model_path, model)
+            result = await in_thread(self.api.embed, path, texts)
+        self.api.keep_alive.touch(keep_alive, path)
         return result
 
     async def reply_pieces(self, reply: Reply) -> AsyncIterator[str]:
@@ -97,6 +100,23 @@ class OffgridHandler(APIHandler):
             if text:
                 yield text
         await worker
+
+    async def started_pieces(self, reply: Reply) -> AsyncIterator[str]:
+        """:meth:`reply_pieces`, once its first piece came: what fails before it (the queue
+        full or waited too long, a prompt too long) fails the request with its own status,
+        not a 200 stream that carries an error."""
+        pieces = self.reply_pieces(reply)
+        first = None
+        with contextlib.suppress(StopAsyncIteration):
+            first = await anext(pieces)
+
+        async def all_pieces() -> AsyncIterator[str]:
+            if first is not None:
+                yield first
+            async for piece in pieces:
+                yield piece
+
+        return all_pieces()
 
     def body(self) -> params.Body:
         """The request body as a JSON object (400 otherwise)."""
@@ -141,7 +161,13 @@ class OffgridHandler(APIHandler):
             body = responses.error(status_code, HTTPStatus(status_code).phrase)
         if status_code == 401:
             self.set_header("WWW-Authenticate", 'Bearer realm="offgrid"')
+        self.retry_header(exc)
         self.finish(responses.dumps(body))
+
+    def retry_header(self, exc: BaseException | None) -> None:
+        """``Retry-After`` on a 503 for a full or slow queue (clients back off by it)."""
+        if isinstance(exc, ServerBusyError):
+            self.set_header("Retry-After", str(exc.retry_after))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """OffgridErrors are answers, not crashes: one line, no traceback."""
@@ -343,20 +369,21 @@ class GenerationHandler(OffgridHandler):
                 await self._stream(reply, completion, include_usage=include_usage)
             else:
                 await in_thread(run_reply, reply, self.disconnected)
-        self.api.keep_alive.touch()
+        self.api.keep_alive.touch(model=Path(reply.model))
         if not stream and not self.disconnected.is_set():
             self.reply(completion.whole(reply))
 
     async def _stream(
         self, reply: Reply, completion: responses.Completion, *, include_usage: bool
     ) -> None:
+        pieces = await self.started_pieces(reply)
         self.start_events()
         opening = completion.opening()
         if opening is not None:
             await self.send_event(opening)
         calls = reply.tools is not None and reply.tools.active  # sent once parsed
         try:
-            async for text in self.reply_pieces(reply):
+            async for text in pieces:
                 if not calls:
                     await self.send_event(completion.piece(text))
         except OffgridError as exc:
@@ -446,14 +473,14 @@ class EmbeddingsHandler(OffgridHandler):
 
 
 class PsHandler(OffgridHandler):
-    """``GET /v1/ps``: the loaded model, its memory and until when it stays loaded."""
+    """``GET /v1/ps``: the loaded models (most recently used first), their memory, slots and
+    until when they stay loaded."""
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
         """Report."""
-        loaded = await in_thread(self.api.loaded)
-        self.reply({"models": [loaded] if loaded else []})
+        self.reply({"models": await in_thread(self.api.loaded)})
 
 
 class HealthHandler(OffgridHandler):

@@ -58,6 +58,7 @@ class OllamaHandler(OffgridHandler):
         else:
             message = HTTPStatus(status_code).phrase
         self.set_status(status_code)
+        self.retry_header(exc)
         self.finish(responses.dumps({"error": message}))
 
     def model_field(self, body: params.Body) -> str:
@@ -137,7 +138,7 @@ class _Generation(OllamaHandler):
                 await self._stream(reply, head, piece)
             else:
                 await in_thread(run_reply, reply, self.disconnected)
-        self.api.keep_alive.touch(keep)
+        self.api.keep_alive.touch(keep, Path(reply.model))
         calls = reply.tools is not None and reply.tools.active
         if stream and calls and not self.failed and (reply.content or reply.tool_calls):
             await self.send_line({**head, "created_at": _now(), **_message(reply), "done": False})
@@ -157,8 +158,9 @@ class _Generation(OllamaHandler):
         self, reply: Reply, head: responses.JSON, piece: Callable[[str], responses.JSON]
     ) -> None:
         self.failed = False
+        pieces = await self.started_pieces(reply)
         try:
-            async for text in self.reply_pieces(reply):
+            async for text in pieces:
                 if reply.tools is not None and reply.tools.active:
                     continue  # sent whole once parsed
                 line = {**head, "created_at": _now(), **piece(text), "done": False}
@@ -246,7 +248,7 @@ class GenerateHandler(_Generation):
         with self.api.gate.slot():
             await in_thread(self.api.load, path, unload=keep == 0)
         if keep != 0:
-            self.api.keep_alive.touch(keep)
+            self.api.keep_alive.touch(keep, path)
         reason = "unload" if keep == 0 else "load"
         self.reply({"model": model, "created_at": _now(), "response": "", "done": True,
                     "done_reason": reason})  # fmt: skip
@@ -338,25 +340,26 @@ class ShowHandler(OllamaHandler):
 
 
 class PsHandler(OllamaHandler):
-    """``GET /api/ps``: the loaded model and until when it stays."""
+    """``GET /api/ps``: the loaded models (most recently used first) and until when they stay."""
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
         """Report."""
-        loaded = await in_thread(self.api.loaded)
-        if loaded is None:
-            self.reply({"models": []})
-            return
-        expires = loaded["expires_at"]
-        until = datetime.fromtimestamp(expires, timezone.utc) if expires else datetime.max
-        name = loaded["name"]
-        self.reply({"models": [{
-            "name": name, "model": name, "size": loaded["memory_bytes"], "digest": "",
-            "details": _details(Path(loaded["path"])), "size_vram": 0,
-            "expires_at": until.replace(tzinfo=timezone.utc).isoformat(),
-            "context_length": loaded["n_ctx"],
-        }]})  # fmt: skip
+        self.reply({"models": [_running(loaded) for loaded in await in_thread(self.api.loaded)]})
+
+
+def _running(loaded: responses.JSON) -> responses.JSON:
+    """One loaded model in Ollama's ``/api/ps`` shape."""
+    expires = loaded["expires_at"]
+    until = datetime.fromtimestamp(expires, timezone.utc) if expires else datetime.max
+    name = loaded["name"]
+    return {
+        "name": name, "model": name, "size": loaded["memory_bytes"], "digest": "",
+        "details": _details(Path(loaded["path"])), "size_vram": 0,
+        "expires_at": until.replace(tzinfo=timezone.utc).isoformat(),
+        "context_length": loaded["n_ctx"],
+    }  # fmt: skip
 
 
 class PullHandler(OllamaHandler):

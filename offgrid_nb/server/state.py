@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..batching import slots_status
+from ..batching import model_status, slots_status
 from ..bench import benchmark, system_info
 from ..chat import Reply, complete, generate
 from ..chat_template import file_template
 from ..config import get_settings
 from ..embed import embed_counted
-from ..engine import load_model, loaded_model, unload_model
+from ..engine import LoadedModel, load_model, loaded_model, loaded_models, unload_model
 from ..errors import UnsupportedModelError
 from ..fit import available_memory, estimate_memory, machine_devices, machine_plan, recommend
 from ..gguf_info import inspect_file, inspect_gguf, local_header
@@ -37,8 +37,7 @@ KEEP_BENCHMARKS = 50  # benchmark runs kept in memory for GET /v1/benchmark
 
 def _is_loaded(path: Path) -> bool:
     """llama.cpp holds this model file now."""
-    loaded = loaded_model()
-    return loaded is not None and loaded.path == path.resolve()
+    return any(loaded.path == path.resolve() for loaded in loaded_models())
 
 
 @dataclass
@@ -128,7 +127,7 @@ class ApiState:
         """``DELETE /v1/models/{name}``: unload it if loaded, then delete its files."""
         model = find_model(name, self.models_dir)
         if _is_loaded(model.path):
-            unload_model()
+            unload_model(model.path)
         removed = remove_model(str(model.path), self.models_dir)
         return {"id": name, "deleted": True, "files": [p.name for p in removed]}
 
@@ -171,9 +170,8 @@ class ApiState:
     def load(self, path: Path, *, unload: bool = False) -> None:
         """Load a model ahead of use (Ollama's empty generate), or unload it."""
         if unload:
-            current = loaded_model()
-            if current is not None and current.path == path.resolve():
-                unload_model()
+            if _is_loaded(path):
+                unload_model(path)
             return
         load_model(path, **self.generation_options())
 
@@ -181,18 +179,21 @@ class ApiState:
         """What every generation on this server is run with: threads and slots."""
         return {"n_threads": self.config.default_threads or None, "parallel": self.config.parallel}
 
-    def embed(self, model: str, texts: list[str]) -> tuple[np.ndarray, int]:
-        """``/v1/embeddings`` and ``/api/embed``: one vector per text, and the token count."""
-        threads = self.config.default_threads or None
-        return embed_counted(self.model_path(model), texts, n_threads=threads)
+    def embed(self, path: Path, texts: list[str]) -> tuple[np.ndarray, int]:
+        """``/v1/embeddings`` and ``/api/embed``: one vector per text, and the token count
+        (a chat model embeds in the context its chats use: same options, no second load)."""
+        return embed_counted(path, texts, **self.generation_options())
 
-    def loaded(self) -> responses.JSON | None:
-        """What is loaded, for ``/v1/ps`` and ``/api/ps``: name, file, memory, deadline."""
-        loaded = loaded_model()
-        if loaded is None:
-            return None
+    def loaded(self) -> list[responses.JSON]:
+        """What is loaded, for ``/v1/ps`` and ``/api/ps``, the most recently used first:
+        name, file, memory, deadline, slots."""
+        return [self._loaded_entry(loaded) for loaded in loaded_models()]
+
+    def _loaded_entry(self, loaded: LoadedModel) -> responses.JSON:
         try:
-            memory = estimate_memory(loaded.info, n_ctx=loaded.n_ctx).total_bytes
+            memory = estimate_memory(
+                loaded.info, n_ctx=loaded.n_ctx, parallel=loaded.parallel
+            ).total_bytes
         except UnsupportedModelError:
             memory = loaded.path.stat().st_size
         return {
@@ -201,7 +202,8 @@ class ApiState:
             "size": loaded.path.stat().st_size,
             "memory_bytes": memory,
             "embedding": loaded.embedding,
-            "expires_at": self.keep_alive.expires_at,
+            "expires_at": self.keep_alive.expires_at(loaded.path),
+            "slots": model_status(loaded),  # {"parallel", "busy", "queued"}
         }
 
     def benchmark(self, model: str, **options: Any) -> responses.JSON:
@@ -227,5 +229,6 @@ class ApiState:
             "loaded_model": responses.loaded_model(loaded_model()),
             "models_dir": str(self.models_dir),
             "system": system_info(),
-            "slots": slots_status(),  # {"parallel", "busy", "queued"} of the loaded model
+            "loaded_models": len(loaded_models()),
+            "slots": slots_status(),  # {"parallel", "busy", "queued", "max_queue"}, all models
         }

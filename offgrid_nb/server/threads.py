@@ -66,8 +66,8 @@ class ModelGate:
         """Hold a place for one piece of model work, or raise :class:`ServerBusyError`."""
         if self.in_flight >= self.limit:
             raise ServerBusyError(
-                f"The model is busy: {self.in_flight} requests are running or waiting",
-                hint="retry in a moment",
+                f"The server is busy: {self.in_flight} model requests are running or waiting",
+                hint="retry in a moment (the bound is max_queued_generations)",
             )
         self.in_flight += 1
         try:
