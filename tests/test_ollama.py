@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ import pytest
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
-from offgrid_nb.engine import loaded_model, unload_model
+from offgrid_nb.engine import loaded_model, loaded_models, unload_model
 from offgrid_nb.server import ApiState, OffgridAPI
 from offgrid_nb.server.keep_alive import parse_duration
 from offgrid_nb.server.standalone import make_app
@@ -91,6 +92,28 @@ async def test_generate_embed_ps_and_keep_alive(jupyter_ollama, library):
             break
         await asyncio.sleep(0.05)
     assert loaded_model() is None
+
+
+async def test_a_chat_model_and_an_embedding_model_stay_loaded_side_by_side(
+    jupyter_ollama, library
+):
+    client = jupyter_ollama
+    shutil.copyfile(library / "local" / f"{MODEL}.gguf", library / "local" / "embedder.gguf")
+    await client.chat(model=MODEL, messages=HELLO, options=GREEDY)
+    chat_model = loaded_model()
+    for _ in range(3):  # RAG: embed, then chat, again and again: nothing reloads
+        await client.embed(model="embedder", input="a text", keep_alive=0.3)
+        await client.chat(model=MODEL, messages=HELLO, options=GREEDY)
+    assert not chat_model.closed
+    assert loaded_model() is chat_model
+    running = [m.model for m in (await client.ps()).models]
+    assert running == [MODEL, "embedder"]  # the most recently used first
+    for _ in range(100):  # the embedder's own keep-alive (0.3 s) unloads it alone
+        if len(loaded_models()) == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert [m.model for m in (await client.ps()).models] == [MODEL]
+    assert not chat_model.closed
 
 
 async def test_pull_with_progress_then_delete(jupyter_ollama, hub, jp_serverapp):
