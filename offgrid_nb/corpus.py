@@ -36,6 +36,40 @@ DATASETS = {
 }
 
 
+class LiteralText(str):
+    """A text given as it is (e.g. in a REST request): never read as a file name."""
+
+
+def check_dataset(name: str) -> Dataset:
+    """The known dataset ``name``.
+
+    Raises:
+        NotFoundError: an unknown name.
+    """
+    dataset = DATASETS.get(name) if isinstance(name, str) else None
+    if dataset is None:
+        raise NotFoundError(
+            f"Unknown dataset {name!r}", hint=f"known datasets: {', '.join(sorted(DATASETS))}"
+        )
+    return dataset
+
+
+def check_source(text: str | os.PathLike[str] | None, dataset: str | None) -> None:
+    """What :func:`resolve_text` refuses without reading anything: both given, an unknown
+    dataset, an empty literal text.
+
+    Raises:
+        InvalidArgumentError: both given, or an empty :class:`LiteralText`.
+        NotFoundError: an unknown dataset.
+    """
+    if text is not None and dataset is not None:
+        raise InvalidArgumentError("Give a text or a dataset, not both")
+    if dataset is not None:
+        check_dataset(dataset)
+    if isinstance(text, LiteralText) and not text.strip():
+        raise InvalidArgumentError("The text (text) is empty")
+
+
 def sample_text() -> str:
     """The default text: every help topic of ``pydoc_data.topics``, in a fixed order."""
     from pydoc_data.topics import topics
@@ -50,11 +84,7 @@ def dataset_text(name: str) -> str:
         NotFoundError: an unknown name, or the Hub (or mirror) has no such dataset file.
         OfflineError, HubUnavailableError: as the Hub answers.
     """
-    dataset = DATASETS.get(name)
-    if dataset is None:
-        raise NotFoundError(
-            f"Unknown dataset {name!r}", hint=f"known datasets: {', '.join(sorted(DATASETS))}"
-        )
+    dataset = check_dataset(name)
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
@@ -88,20 +118,23 @@ def dataset_text(name: str) -> str:
 def resolve_text(text: str | os.PathLike[str] | None, dataset: str | None) -> tuple[str, str]:
     """``(text, where it came from)`` for ``text`` (a string or a path) or ``dataset``.
 
-    A ``str`` that names an existing file is read as that file; a ``Path`` must exist.
+    A ``str`` that names an existing file is read as that file (never a :class:`LiteralText`);
+    a ``Path`` must exist.
 
     Raises:
         InvalidArgumentError: both given, or an empty text.
         NotFoundError: a ``Path`` that does not exist, or an unknown dataset.
     """
-    if text is not None and dataset is not None:
-        raise InvalidArgumentError("Give a text or a dataset, not both")
+    check_source(text, dataset)
     if dataset is not None:
         found, source = dataset_text(dataset), dataset
     elif text is None:
         found, source = sample_text(), "pydoc_data.topics"
     elif isinstance(text, os.PathLike) or (
-        len(text) < 4096 and "\n" not in text and _is_file(text)
+        not isinstance(text, LiteralText)
+        and len(text) < 4096
+        and "\n" not in text
+        and _is_file(text)
     ):
         path = Path(text)
         if not path.is_file():

@@ -283,7 +283,7 @@ def variants(
         GatedRepoError, HubUnavailableError, OfflineError: as the Hub answers.
     """
     settings = settings or get_settings()
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     key = (settings.endpoint, settings.token, repo_id, revision)
     with _cache_lock:
         cached = _variants_cache.get(key)
@@ -296,7 +296,12 @@ def variants(
     return found
 
 
-def _check_repo_id(repo_id: str) -> None:
+def check_repo_id(repo_id: str) -> None:
+    """Refuse what is no ``owner/name`` repo id.
+
+    Raises:
+        InvalidArgumentError: not two non-empty parts, or a ``.``/``..`` part.
+    """
     parts = repo_id.split("/") if isinstance(repo_id, str) else []
     if len(parts) != 2 or not all(parts) or any(p in (".", "..") for p in parts):
         raise InvalidArgumentError(

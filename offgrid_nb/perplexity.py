@@ -135,6 +135,27 @@ class Chunking:
         return self.n_ctx - 1 - self.first
 
 
+def check_options(n_ctx: int, chunks: int | None = None, batch_size: int | None = None) -> None:
+    """Chunking options checked before any model is loaded.
+
+    Raises:
+        InvalidArgumentError: ``n_ctx`` not a whole number >= 16, ``chunks`` or ``batch_size``
+            not a whole number >= 1.
+    """
+    if _not_count(n_ctx, MIN_CTX):
+        raise InvalidArgumentError(
+            f"Invalid n_ctx: {n_ctx!r} (perplexity needs at least {MIN_CTX})",
+            hint="llama-perplexity's default is 512",
+        )
+    for name, value in (("chunks", chunks), ("batch_size", batch_size)):
+        if value is not None and _not_count(value, 1):
+            raise InvalidArgumentError(f"Invalid {name}: {value!r} (must be >= 1)")
+
+
+def _not_count(value: object, low: int) -> bool:
+    return isinstance(value, bool) or not isinstance(value, int) or value < low
+
+
 def chunking(n_tokens: int, n_ctx: int, batch_size: int | None, chunks: int | None) -> Chunking:
     """The chunks of a tokenized text, checked.
 
@@ -142,14 +163,8 @@ def chunking(n_tokens: int, n_ctx: int, batch_size: int | None, chunks: int | No
         InvalidArgumentError: ``n_ctx`` < 16, a bad batch or chunk count, or fewer than
             ``n_ctx`` tokens.
     """
-    if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < MIN_CTX:
-        raise InvalidArgumentError(
-            f"Invalid n_ctx: {n_ctx!r} (perplexity needs at least {MIN_CTX})",
-            hint="llama-perplexity's default is 512",
-        )
+    check_options(n_ctx, chunks, batch_size)
     n_batch = min(batch_size or 512, n_ctx)
-    if chunks is not None and (isinstance(chunks, bool) or chunks < 1):
-        raise InvalidArgumentError(f"Invalid chunks: {chunks!r} (must be >= 1)")
     available = n_tokens // n_ctx
     if available < 1:
         raise InvalidArgumentError(
@@ -352,6 +367,7 @@ def perplexity(
         NotFoundError: no such model, text file or dataset.
         RunCancelledError: ``cancel`` was set.
     """
+    check_options(n_ctx, chunks, batch_size)
     content, source = resolve_text(text, dataset)
     found = resolve_model(model)
     path = found.resolve()
@@ -374,9 +390,8 @@ def perplexity(
 
 def batch_for(loaded: LoadedModel, batch_size: int | None) -> int:
     """Tokens per decode: as asked, at most the context's ``n_batch``."""
-    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
-        raise InvalidArgumentError(f"Invalid batch_size: {batch_size!r} (must be >= 1)")
+    check_options(MIN_CTX, batch_size=batch_size)
     return min(batch_size or loaded.llama.n_batch, loaded.llama.n_batch)
 
 
-__all__ = ["ChunkProgress", "PerplexityResult", "perplexity"]
+__all__ = ["ChunkProgress", "PerplexityResult", "check_options", "perplexity"]

@@ -38,8 +38,8 @@ from .bench import benchmark
 from .corpus import resolve_text
 from .download import download
 from .engine import LoadedModel, default_threads, use_model
-from .errors import InvalidArgumentError, NotFoundError
-from .hub import variants
+from .errors import InvalidArgumentError, NotFoundError, RunCancelledError
+from .hub import Variant, variants
 from .library import model_label, resolve_model
 from .llama_backend import llama_cpp
 from .names import parse_quant, quant_matches
@@ -47,6 +47,7 @@ from .perplexity import (
     Chunking,
     ProgressCallback,
     batch_for,
+    check_options,
     chunking,
     log_softmax_rows,
     mean_and_error,
@@ -205,10 +206,32 @@ def _describe(loaded: LoadedModel, path: Path, label: str) -> dict[str, Any]:
     }
 
 
+def check_quants(quants: list[str] | None) -> list[str] | None:
+    """``quants`` checked: a list of quantization names (``["Q4_K_M", "Q8_0"]``), or None.
+
+    Raises:
+        InvalidArgumentError: not a list, or a name that is no quantization.
+    """
+    if quants is None:
+        return None
+    if not isinstance(quants, list) or not quants:
+        raise InvalidArgumentError(
+            f"Invalid quants: {quants!r} (must be a list of quantizations)",
+            hint='e.g. ["Q4_K_M", "Q8_0"]',
+        )
+    for quant in quants:
+        if not isinstance(quant, str) or parse_quant(quant) is None:
+            raise InvalidArgumentError(
+                f"Invalid quantization: {quant!r}", hint="e.g. Q4_K_M, Q8_0, F16"
+            )
+    return quants
+
+
 def _local_models(
     models_or_repo: str | list[str | os.PathLike[str]],
     quants: list[str] | None,
     models_dir: str | os.PathLike[str] | None,
+    cancel: threading.Event | None,
 ) -> list[tuple[str, Path]]:
     """``(label, path)`` of each model: local ones resolved, a repo's variants downloaded."""
     if isinstance(models_or_repo, (list, tuple)):
@@ -216,15 +239,26 @@ def _local_models(
         chosen = [(model_label(m, f), f.resolve()) for m, f in found]
         return [(label, path) for label, path in chosen if _wanted(path.name, quants)]
     repo = str(models_or_repo)
+    return [
+        (v.quant or v.filename, download(repo, v.filename, models_dir=models_dir, cancel=cancel))
+        for v in repo_variants(repo, quants)
+    ]
+
+
+def repo_variants(repo: str, quants: list[str] | None = None) -> list[Variant]:
+    """The variants of a Hub repo that :func:`quality` measures (of ``quants``, if given).
+
+    Raises:
+        InvalidArgumentError: not an ``owner/name`` repo id.
+        NotFoundError: no such repo, or no variant of those quants.
+    """
     picked = [v for v in variants(repo) if _wanted(v.filename, quants) and v.quant]
     if not picked:
         raise NotFoundError(
             f"{repo} has no GGUF variant{' among ' + ','.join(quants) if quants else ''}",
             hint="list them with `offgrid files REPO`",
         )
-    return [
-        (v.quant or v.filename, download(repo, v.filename, models_dir=models_dir)) for v in picked
-    ]
+    return picked
 
 
 def _wanted(name: str, quants: list[str] | None) -> bool:
@@ -293,13 +327,14 @@ def quality(
         InvalidArgumentError: a variant of another vocabulary, a bad ``top_k``/``n_ctx``, a
             text shorter than one chunk.
         NotFoundError: no such model, repo variant or dataset.
-        RunCancelledError: ``cancel`` was set.
+        RunCancelledError: ``cancel`` was set (a repo's download stopped: DownloadCancelledError).
     """
     for name, value, low in (("top_k", top_k, 1), ("tail_samples", tail_samples, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InvalidArgumentError(f"Invalid {name}: {value!r} (must be >= {low})")
+    check_options(n_ctx, chunks, batch_size)
     content, _ = resolve_text(text, dataset)
-    models = _local_models(models_or_repo, quants, models_dir)
+    models = _local_models(models_or_repo, check_quants(quants), models_dir, cancel)
     if not models:
         raise InvalidArgumentError("quality() needs at least one model")
     first = _pick_reference(models, reference)
@@ -334,6 +369,8 @@ def quality(
                 row.update(reference=False, **divergence.row(tally.count))
             row.update(tokens_scored=tally.count, chunks=ref.plan.chunks)
         if speed:
+            if cancel is not None and cancel.is_set():
+                raise RunCancelledError("The run was cancelled")
             result = benchmark(path, n_threads=threads, **(speed_options or {}))
             mean = result.runs[SPEED_COLUMNS].mean()
             row.update({column: float(mean[column]) for column in SPEED_COLUMNS})
@@ -433,4 +470,11 @@ def pick_quant(
     return fits.iloc[0]
 
 
-__all__ = ["QUALITY_COLUMNS", "pareto_front", "pick_quant", "plot_quality", "quality"]
+__all__ = [
+    "QUALITY_COLUMNS",
+    "check_quants",
+    "pareto_front",
+    "pick_quant",
+    "plot_quality",
+    "quality",
+]

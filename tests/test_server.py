@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -23,8 +24,10 @@ from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
+from offgrid_nb.corpus import sample_text
 from offgrid_nb.engine import loaded_model
 from offgrid_nb.mirror import MirrorServer
+from offgrid_nb.perplexity import perplexity
 from offgrid_nb.server import ApiState, OffgridAPI
 from offgrid_nb.server.standalone import make_app
 
@@ -34,6 +37,8 @@ MODEL = "tiny-llama-F32"
 HELLO = [{"role": "user", "content": "Hello"}]
 TOKEN = "secret-test-token"
 ROOT = Path(__file__).resolve().parents[1]
+# generated models have ASCII byte tokens only (llama.cpp aborts on a byte it lacks)
+TEXT = sample_text()[:6000].encode("ascii", "ignore").decode()
 
 
 @pytest.fixture
@@ -440,6 +445,126 @@ async def test_download_jobs_are_listed_and_streamed_as_events(fetch, jp_fetch, 
     assert listed["data"][0]["status"] == "done"
 
 
+async def poll_run(fetch, kind, job_id, until=("done", "failed", "cancelled")):
+    for _ in range(1200):
+        _, job = await fetch("GET", f"{kind}/{job_id}")
+        if job["status"] in until:
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{kind} job {job_id} never reached {until}: {job}")
+
+
+def sse_states(body: str) -> list[dict]:
+    events = [e.removeprefix("data: ") for e in body.split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    return [json.loads(e) for e in events[:-1]]
+
+
+async def test_perplexity_job_equals_og_perplexity(fetch, jp_fetch, library, api, tiny_model):
+    request = {"model": MODEL, "text": TEXT, "n_ctx": 64, "chunks": 3}
+    status, job = await fetch("POST", "perplexity", request)
+    assert status == 202, job
+    assert (job["kind"], job["status"]) in {("perplexity", "queued"), ("perplexity", "running")}
+    assert job["request"]["text_chars"] == len(TEXT)
+    response = await jp_fetch("offgrid", "v1", "perplexity", job["id"], "events")
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    states = sse_states(response.body.decode())
+    assert {s["id"] for s in states} == {job["id"]}
+    done = states[-1]
+    assert done["status"] == "done", done
+    assert done["error"] is None
+    progress = done["progress"]
+    assert (progress["model"], progress["done"], progress["total"]) == (MODEL, 3, 3)
+    assert progress["ppl"] == pytest.approx(done["result"]["ppl"])
+    counts = [s["progress"]["done"] if s["progress"] else 0 for s in states]
+    assert counts == sorted(counts)  # progress only moves forward
+    expected = perplexity(tiny_model, TEXT, n_ctx=64, chunks=3, n_threads=1)
+    assert done["result"]["ppl"] == pytest.approx(expected.ppl, rel=1e-6)
+    assert (done["result"]["chunks"], done["result"]["tokens_scored"]) == (3, 3 * 31)
+    status, same = await fetch("GET", f"perplexity/{job['id']}")
+    assert (status, same) == (200, done)
+    _, listed = await fetch("GET", "perplexity")
+    assert [j["id"] for j in listed["data"]] == [job["id"]]
+    _, other_kind = await fetch("GET", "quality")
+    assert other_kind["data"] == []
+    status, _ = await fetch("GET", f"quality/{job['id']}")
+    assert status == 404  # a perplexity job is no quality job
+    assert api.gate.in_flight == 0
+
+
+async def test_a_long_run_streams_progress_and_cancels(
+    jupyter_v1, jp_serverapp, fetch, library, api
+):
+    long_text = TEXT * 200  # ~20k chunks: it runs until cancelled
+    status, job = await fetch(
+        "POST", "perplexity", {"model": MODEL, "text": long_text, "n_ctx": 64}
+    )
+    assert status == 202, job
+    status, queued = await fetch("POST", "perplexity", {"model": MODEL, "text": TEXT, "n_ctx": 64})
+    assert (status, queued["status"]) == (202, "queued")  # one run at a time
+    received: list[bytes] = []
+    token = jp_serverapp.identity_provider.token
+    stream = asyncio.ensure_future(
+        AsyncHTTPClient().fetch(
+            f"{jupyter_v1}/perplexity/{job['id']}/events",
+            headers={"Authorization": f"token {token}"},
+            streaming_callback=received.append,
+            request_timeout=120,
+        )
+    )
+
+    def streamed() -> list[dict]:
+        body = b"".join(received).decode()
+        return [json.loads(e.removeprefix("data: ")) for e in body.split("\n\n")
+                if e.startswith("data: {")]  # fmt: skip
+
+    await wait_for(lambda: any((s["progress"] or {}).get("done", 0) >= 2 for s in streamed()), 60)
+    assert api.gate.in_flight == 1  # the run holds one place at the model gate
+    status, cancelled_queued = await fetch("DELETE", f"perplexity/{queued['id']}")
+    assert (status, cancelled_queued["status"]) == (200, "cancelled")  # never started
+    status, cancelling = await fetch("DELETE", f"perplexity/{job['id']}")
+    assert status == 200
+    assert cancelling["status"] in ("cancelling", "cancelled")
+    await stream
+    states = streamed()
+    assert states[-1]["status"] == "cancelled"
+    assert states[-1]["error"]["code"] == "RunCancelledError"
+    assert states[-1]["result"] is None
+    assert 2 <= states[-1]["progress"]["done"] < states[-1]["progress"]["total"]
+    assert b"".join(received).decode().endswith("data: [DONE]\n\n")
+    await wait_for(lambda: api.gate.in_flight == 0)
+    await wait_for(lambda: not loaded_model().lock.locked())
+    _, listed = await fetch("GET", "perplexity")
+    assert [j["status"] for j in listed["data"]] == ["cancelled", "cancelled"]
+
+
+async def test_quality_job_on_two_variants(fetch, library, api, gguf_hub_root):
+    lower = gguf_hub_root / "offgrid-test" / "fit-GGUF" / "fit-Q2_K.gguf"
+    shutil.copyfile(lower, library / "local" / lower.name)
+    request = {"model": [MODEL, "fit-Q2_K"], "text": TEXT, "n_ctx": 64, "chunks": 2, "speed": False}
+    status, job = await fetch("POST", "quality", request)
+    assert status == 202, job
+    assert job["request"]["speed"] is False
+    done = await poll_run(fetch, "quality", job["id"])
+    assert done["status"] == "done", done
+    rows = done["result"]
+    assert [(r["model"], r["reference"]) for r in rows] == [
+        ("tiny-llama-F32", True), ("fit-Q2_K", False),
+    ]  # fmt: skip
+    assert rows[0]["kld"] == 0.0
+    assert rows[1]["kld"] > 0
+    assert rows[1]["quant"] == "Q2_K"
+    assert all(r["tokens_scored"] == 2 * 31 for r in rows)
+    assert "generation_tokens_per_sec" not in rows[0]
+    # The reference named by its quant, then by its name: the same table.
+    for reference in ("Q2_K", "fit-Q2_K"):
+        status, job = await fetch("POST", "quality", {**request, "reference": reference})
+        assert status == 202, job
+        again = await poll_run(fetch, "quality", job["id"])
+        assert [r["model"] for r in again["result"]] == ["fit-Q2_K", "tiny-llama-F32"]
+    assert api.gate.in_flight == 0
+
+
 async def test_model_details_verify_and_delete(fetch, hub, api, tmp_path):
     _, job = await fetch("POST", "models/download", {"repository": REPO})
     assert (await poll_job(fetch, job["id"]))["status"] == "done"
@@ -596,6 +721,32 @@ BAD_REQUESTS = [  # (method, path, body or raw text or query, status, words in t
     ("GET", "models/download/123", None, 404, "No download job"),
     ("DELETE", "models/download/123", None, 404, "No download job"),
     ("GET", "models/download/123/events", None, 404, "No download job"),
+    ("POST", "perplexity", {"model": MODEL, "n_ctx": 8}, 400, "at least 16"),
+    ("POST", "perplexity", {"model": MODEL, "n_ctx": "64"}, 400, "Invalid n_ctx"),
+    ("POST", "perplexity", {"model": MODEL, "chunks": 0}, 400, "Invalid chunks"),
+    ("POST", "perplexity", {"model": MODEL, "text": "x", "dataset": "wikitext-2"},
+     400, "not both"),
+    ("POST", "perplexity", {"model": MODEL, "text": ""}, 400, "empty"),
+    ("POST", "perplexity", {"model": MODEL, "dataset": "no-such-set"}, 404, "Unknown dataset"),
+    ("POST", "perplexity", {"model": MODEL, "n_cxt": 64}, 400, "Unknown field: n_cxt"),
+    ("POST", "perplexity", {"model": MODEL, "quants": ["Q8_0"]}, 400, "Unknown field: quants"),
+    ("POST", "perplexity", {}, 400, "Missing field: model"),
+    ("POST", "perplexity", {"model": "/etc/passwd"}, 400, "Invalid model"),
+    ("POST", "perplexity", {"model": "no-such-model"}, 404, "No local model matches"),
+    ("POST", "quality", {"model": "../../etc"}, 400, "Invalid repository"),
+    ("POST", "quality", {"model": []}, 400, "Invalid model"),
+    ("POST", "quality", {"model": [MODEL, "../x.gguf"]}, 400, "Invalid model"),
+    ("POST", "quality", {"model": [MODEL], "quants": "Q8_0"}, 400, "Invalid quants"),
+    ("POST", "quality", {"model": [MODEL], "quants": ["Q9_Z"]}, 400, "Invalid quantization"),
+    ("POST", "quality", {"model": [MODEL], "speed": "yes"}, 400, "Invalid speed"),
+    ("POST", "quality", {"model": [MODEL], "reference": "no-such-model"},
+     404, "No local model matches"),
+    ("POST", "quality", {"model": [MODEL, "no-such-model"]}, 404, "No local model matches"),
+    ("POST", "quality", {"model": "nobody/nothing"}, 404, "not found"),
+    ("POST", "quality", {"model": REPO, "quants": ["Q2_K"]}, 404, "no GGUF variant among Q2_K"),
+    *[(method, f"{kind}/123{tail}", None, 404, f"No {kind} job")
+      for kind in ("perplexity", "quality")
+      for method, tail in (("GET", ""), ("DELETE", ""), ("GET", "/events"))],
     ("GET", "models", {"details": "maybe"}, 400, "Invalid details"),
     ("GET", "models/no-such-model", None, 404, "No local model matches"),
     ("DELETE", "models/no-such-model", None, 404, "No local model matches"),
@@ -610,7 +761,12 @@ BAD_REQUESTS = [  # (method, path, body or raw text or query, status, words in t
 
 
 def _ours() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith("offgrid-")}
+    """The server's work threads (the mirror's hashing pool plays the Hub: not the server's)."""
+    return {
+        t
+        for t in threading.enumerate()
+        if t.name.startswith("offgrid-") and not t.name.startswith("offgrid-mirror")
+    }
 
 
 async def test_bad_input_is_a_4xx_and_leaves_nothing_behind(fetch, library, api):
@@ -625,6 +781,7 @@ async def test_bad_input_is_a_4xx_and_leaves_nothing_behind(fetch, library, api)
         assert words.lower() in answer["error"]["message"].lower(), (payload, answer)
         assert answer["error"]["type"]
     assert api.jobs.jobs == {}
+    assert api.runs.jobs == {}
     assert api.gate.in_flight == 0
     # Our work threads are named offgrid-*; others (Jupyter's executors) are not ours to judge.
     await wait_for(lambda: not {t for t in _ours() if t not in before}, timeout=5)

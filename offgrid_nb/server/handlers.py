@@ -31,7 +31,7 @@ from ..download import select_variant
 from ..embed import check_texts
 from ..errors import InvalidArgumentError, NotFoundError, OffgridError, ServerBusyError
 from . import params, responses
-from .jobs import DownloadJob
+from .jobs import DownloadJob, RunJob
 from .state import ApiState
 from .threads import in_thread
 
@@ -146,6 +146,25 @@ class OffgridHandler(APIHandler):
             await self.flush()
         except StreamClosedError:
             self.disconnected.set()
+
+    async def stream_job(
+        self, finished: Callable[[], bool], state: Callable[[], responses.JSON]
+    ) -> None:
+        """A job's ``state()`` as server-sent events, one whenever it changed (checked every
+        :data:`EVENT_INTERVAL` seconds) until ``finished()``, then ``data: [DONE]``."""
+        self.start_events()
+        last = None
+        while not self.disconnected.is_set():
+            ended = finished()  # read first: the state sent is then at least this late
+            current = state()
+            if current != last:
+                await self.send_event(current)
+                last = current
+            if ended:
+                break
+            await asyncio.sleep(EVENT_INTERVAL)
+        await self.send_event("[DONE]")
+        self.finish()
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """One mapping for every error: an OffgridError's ``http_status``, else tornado's."""
@@ -319,19 +338,72 @@ class DownloadEventsHandler(OffgridHandler):
     async def get(self, job_id: str) -> None:
         """Stream until the job ends or the client goes away."""
         job = _job(self.api, job_id)
-        self.start_events()
-        last = None
-        while not self.disconnected.is_set():
-            finished = job.finished  # read first: the state sent is then at least this late
-            state = responses.download_job(job)
-            if state != last:
-                await self.send_event(state)
-                last = state
-            if finished:
-                break
-            await asyncio.sleep(EVENT_INTERVAL)
-        await self.send_event("[DONE]")
-        self.finish()
+        await self.stream_job(lambda: job.finished, lambda: responses.download_job(job))
+
+
+RUN_REQUESTS = {"perplexity": params.perplexity_request, "quality": params.quality_request}
+
+
+class RunsHandler(OffgridHandler):
+    """``GET|POST /v1/perplexity`` and ``/v1/quality``: the kept runs; start a run job."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, kind: str) -> None:
+        """The kept jobs of this kind, oldest first."""
+        jobs = [responses.run_job(job) for job in self.api.runs.of_kind(kind)]
+        self.reply({"object": "list", "data": jobs})
+
+    @web.authenticated
+    @authorized
+    async def post(self, kind: str) -> None:
+        """Check the parameters and what they name now (errors answer at once), then queue
+        the run; 202 with the job and its ``Location``."""
+        request = RUN_REQUESTS[kind](self.body())
+        await in_thread(self.api.check_run, request)
+        job = self.api.runs.start(kind, request.to_json(), self.api.run_work(request))
+        self.set_header("Location", url_path_join(self.request.path, job.id))
+        self.reply(responses.run_job(job), status=202)
+
+
+def _run_job(api: ApiState, kind: str, job_id: str) -> RunJob:
+    job = api.runs.get(kind, job_id)
+    if job is None:
+        raise NotFoundError(f"No {kind} job {job_id!r}", hint="jobs are kept for a while")
+    return job
+
+
+class RunJobHandler(OffgridHandler):
+    """``GET|DELETE /v1/perplexity/{id}`` and ``/v1/quality/{id}``: progress; cancel."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, kind: str, job_id: str) -> None:
+        """Progress, or the outcome."""
+        self.reply(responses.run_job(_run_job(self.api, kind, job_id)))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, kind: str, job_id: str) -> None:
+        """Cancel it: a queued job at once; a running one is "cancelling" until its next
+        decode stops it."""
+        job = _run_job(self.api, kind, job_id)
+        if not job.finished:
+            job.stop()
+        self.reply(responses.run_job(job))
+
+
+class RunEventsHandler(OffgridHandler):
+    """``GET /v1/perplexity/{id}/events`` and ``/v1/quality/{id}/events``: the job's JSON as
+    server-sent events, as the download events (after each chunk, at most every
+    :data:`EVENT_INTERVAL` seconds), then ``data: [DONE]``."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, kind: str, job_id: str) -> None:
+        """Stream until the job ends or the client goes away."""
+        job = _run_job(self.api, kind, job_id)
+        await self.stream_job(lambda: job.finished, lambda: responses.run_job(job))
 
 
 def run_reply(
@@ -518,6 +590,9 @@ ENDPOINTS: list[tuple[str, type[OffgridHandler]]] = [
     ("chat/completions", ChatHandler),
     ("completions", CompletionHandler),
     ("benchmark", BenchmarkHandler),
+    ("(perplexity|quality)", RunsHandler),
+    ("(perplexity|quality)/([^/]+)", RunJobHandler),
+    ("(perplexity|quality)/([^/]+)/events", RunEventsHandler),
     ("embeddings", EmbeddingsHandler),
     ("ps", PsHandler),
     ("health", HealthHandler),

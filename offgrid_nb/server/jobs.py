@@ -1,22 +1,32 @@
-"""Download jobs: each download runs in its own thread; the registry answers progress and cancel.
+"""Jobs: downloads (each in its own thread) and perplexity/quality runs (one at a time, on a
+place at the model gate); the registries answer progress and cancel.
 
-A job's thread only assigns attributes (``progress`` as it goes, then ``model`` or ``error``,
-then ``outcome``); the IOLoop reads them. The last :data:`KEEP_FINISHED` finished jobs are kept.
+A job's thread only assigns attributes (``progress`` as it goes, then its result or ``error``,
+then ``outcome``); the IOLoop reads them. The last :data:`KEEP_FINISHED` finished downloads and
+:data:`KEEP_RUNS` finished runs are kept.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..download import DownloadProgress, download
-from ..errors import DownloadCancelledError, OffgridError, ServerBusyError
+from ..errors import DownloadCancelledError, OffgridError, RunCancelledError, ServerBusyError
 from ..library import find_model
+from ..perplexity import ChunkProgress
+from .threads import ModelGate, in_thread
 
 KEEP_FINISHED = 100
+KEEP_RUNS = 20  # finished perplexity/quality runs kept for GET
+MAX_WAITING_RUNS = 4  # runs queued behind the running one; more is a 503
+GATE_RETRY = 0.2  # seconds between looks at the model gate while a run waits for a place
 _log = logging.getLogger(__name__)
 
 
@@ -125,4 +135,117 @@ class DownloadJobs:
     def _forget_old(self) -> None:
         finished = [job_id for job_id, job in self.jobs.items() if job.finished]
         for job_id in finished[: max(0, len(finished) - KEEP_FINISHED + 1)]:
+            del self.jobs[job_id]
+
+
+RunWork = Callable[[Callable[[ChunkProgress], None], threading.Event], Any]
+
+
+@dataclass
+class RunJob:
+    """One perplexity or quality run: queued, then running in its thread, then its outcome."""
+
+    kind: str  # "perplexity" or "quality"
+    request: dict[str, Any]  # the checked parameters, as the job's JSON shows them
+    work: RunWork = field(repr=False)  # (progress, cancel) -> the JSON result, in the thread
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: bool = False  # it has its turn and its place at the gate (set on the IOLoop)
+    progress: ChunkProgress | None = None
+    outcome: str | None = None  # "done", "failed" or "cancelled" once ended
+    error: OffgridError | None = None
+    result: Any = None
+    task: asyncio.Future[None] | None = field(default=None, repr=False)  # kept: held weakly
+
+    @property
+    def status(self) -> str:
+        """queued, running or cancelling; then done, failed or cancelled."""
+        if self.outcome is not None:
+            return self.outcome
+        if not self.started:
+            return "queued"
+        return "cancelling" if self.cancel.is_set() else "running"
+
+    @property
+    def finished(self) -> bool:
+        """It has ended (or was cancelled before it started)."""
+        return self.outcome is not None
+
+    def stop(self) -> None:
+        """Cancel it (on the IOLoop): at once while queued, else at its next decode."""
+        self.cancel.set()
+        if not self.started and self.outcome is None:
+            self.error, self.outcome = RunCancelledError("The run was cancelled"), "cancelled"
+
+    def _update(self, event: ChunkProgress) -> None:
+        self.progress = event
+
+    def run(self) -> None:
+        """Do the work (in the job's thread), then record the outcome."""
+        try:
+            self.result = self.work(self._update, self.cancel)
+            self.outcome = "done"
+        except (RunCancelledError, DownloadCancelledError) as exc:
+            self.error, self.outcome = exc, "cancelled"
+        except OffgridError as exc:
+            self.error, self.outcome = exc, "failed"
+        except Exception as exc:  # a bug of ours or of a library: report it, do not lose it
+            _log.exception("%s job %s failed", self.kind, self.id)
+            self.error = OffgridError(f"Unexpected {type(exc).__name__}: {exc}")
+            self.outcome = "failed"
+
+
+class RunJobs:
+    """The registry of perplexity and quality runs: one runs at a time, holding a place at the
+    model gate (so chats are refused, not starved, past the gate's bound), at most
+    :data:`MAX_WAITING_RUNS` wait behind it. Used from the IOLoop thread only.
+    """
+
+    def __init__(self, gate: ModelGate, after: Callable[[], None]) -> None:
+        self.gate = gate
+        self.after = after  # called on the IOLoop after each run (the model's keep-alive)
+        self.jobs: dict[str, RunJob] = {}
+        self._turn = asyncio.Lock()
+
+    def of_kind(self, kind: str) -> list[RunJob]:
+        """The kept jobs of ``kind``, oldest first."""
+        return [job for job in self.jobs.values() if job.kind == kind]
+
+    def get(self, kind: str, job_id: str) -> RunJob | None:
+        """The job of ``kind`` with this id, if known."""
+        job = self.jobs.get(job_id)
+        return job if job is not None and job.kind == kind else None
+
+    def start(self, kind: str, request: dict[str, Any], work: RunWork) -> RunJob:
+        """Queue a run of ``work``; it starts when the runs before it have ended.
+
+        Raises:
+            ServerBusyError: :data:`MAX_WAITING_RUNS` runs are waiting already.
+        """
+        waiting = [job for job in self.jobs.values() if not job.started and not job.finished]
+        if len(waiting) >= MAX_WAITING_RUNS:
+            raise ServerBusyError(
+                f"{len(waiting)} perplexity/quality runs are waiting, the most this server allows",
+                hint="wait for one to finish, or cancel one (DELETE /v1/perplexity/ID)",
+            )
+        self._forget_old()
+        job = RunJob(kind, request, work)
+        self.jobs[job.id] = job
+        job.task = asyncio.ensure_future(self._run(job))
+        return job
+
+    async def _run(self, job: RunJob) -> None:
+        async with self._turn:
+            while not job.finished and self.gate.in_flight >= self.gate.limit:
+                await asyncio.sleep(GATE_RETRY)
+            if job.finished:  # cancelled while it waited
+                return
+            with self.gate.slot():
+                job.started = True
+                await in_thread(job.run)
+            self.after()
+
+    def _forget_old(self) -> None:
+        finished = [job_id for job_id, job in self.jobs.items() if job.finished]
+        for job_id in finished[: max(0, len(finished) - KEEP_RUNS + 1)]:
             del self.jobs[job_id]

@@ -14,9 +14,13 @@ from typing import Any
 
 from ..chat import check_messages, check_options, check_stop
 from ..chat_template import check_override
+from ..corpus import LiteralText, check_source
 from ..download import check_connections
 from ..errors import InvalidArgumentError, UnsafePathError
+from ..hub import check_repo_id
 from ..library import is_safe_relative_path
+from ..perplexity import check_options as check_chunking
+from ..quality import check_quants
 from ..structured import constraint
 from ..tool_calls import check_tool_choice, check_tools
 
@@ -30,6 +34,7 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "number": (int, float),
     "size": (int, str),
     "object": (dict,),
+    "list": (list,),
 }
 _KIND_NAMES = {
     "str": "a string",
@@ -38,6 +43,7 @@ _KIND_NAMES = {
     "number": "a number",
     "size": "a size in bytes or text such as 4GB",
     "object": "an object",
+    "list": "a list",
 }
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
@@ -61,6 +67,12 @@ INSPECT_FIELDS = {
 VARIANTS_FIELDS = {"repository": "str", "n_ctx": "int", "ram_gb": "number", "vram_gb": "number"}
 BENCHMARK_LIST_FIELDS = {"model": "str"}
 MODELS_FIELDS = {"details": "bool"}
+PERPLEXITY_FIELDS = {
+    "model": "str", "text": "str", "dataset": "str", "n_ctx": "int", "chunks": "int",
+}  # fmt: skip
+QUALITY_FIELDS = {
+    **PERPLEXITY_FIELDS, "model": "any", "quants": "list", "reference": "str", "speed": "bool",
+}  # fmt: skip
 SEARCH_ALIASES = {"sort": "sort_by"}
 AUTH_QUERY_ARGUMENTS = {"token", "_xsrf", "no_track_activity"}  # read by Jupyter, not by us
 DEFAULT_LIMIT = 20
@@ -434,3 +446,88 @@ def download_request(body: Body) -> tuple[str, str | None, str | None, int | Non
     if connections is not None:
         check_connections(connections)
     return repository, file_name, quantization, connections
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A checked ``POST /v1/perplexity`` or ``POST /v1/quality``.
+
+    ``model``: a local model's name (perplexity), a Hub repo id or a list of local model names
+    (quality). ``text`` is taken as it is, never as a file name.
+    """
+
+    kind: str
+    model: str | list[str]
+    text: LiteralText | None
+    dataset: str | None
+    n_ctx: int
+    chunks: int | None
+    quants: list[str] | None = None
+    reference: str | None = None
+    speed: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        """The parameters as a job shows them (the text by its length)."""
+        shown: dict[str, Any] = {
+            "model": self.model,
+            "text_chars": None if self.text is None else len(self.text),
+            "dataset": self.dataset,
+            "n_ctx": self.n_ctx,
+            "chunks": self.chunks,
+        }
+        if self.kind == "quality":
+            shown.update(quants=self.quants, reference=self.reference, speed=self.speed)
+        return shown
+
+
+def _run_fields(body: Body, spec: dict[str, str]) -> dict[str, Any]:
+    _check_known(set(body), set(spec))
+    fields = {name: checked(body, name, kind) for name, kind in spec.items() if kind != "any"}
+    n_ctx = 512 if fields["n_ctx"] is None else fields["n_ctx"]
+    check_chunking(n_ctx, fields["chunks"])
+    text = None if fields["text"] is None else LiteralText(fields["text"])
+    check_source(text, fields["dataset"])
+    return {**fields, "n_ctx": n_ctx, "text": text}
+
+
+def perplexity_request(body: Body) -> RunRequest:
+    """Parse ``POST /v1/perplexity`` (``model`` a local model's name).
+
+    Raises:
+        InvalidArgumentError: unknown fields, wrong types, a missing or unsafe model, n_ctx < 16,
+            chunks < 1, an empty text, both text and dataset.
+        NotFoundError: an unknown dataset.
+    """
+    fields = _run_fields(body, PERPLEXITY_FIELDS)
+    return RunRequest(
+        "perplexity", model_name(body), fields["text"], fields["dataset"], fields["n_ctx"],
+        fields["chunks"],
+    )  # fmt: skip
+
+
+def quality_request(body: Body) -> RunRequest:
+    """Parse ``POST /v1/quality`` (``model`` a Hub repo id, or a list of local model names;
+    ``quants``, ``reference`` a quant or a local model's name, ``speed`` default true).
+
+    Raises:
+        InvalidArgumentError: as :func:`perplexity_request`, and a bad repo id, an empty model
+            list, an unsafe name, a quant that is no quantization.
+        NotFoundError: an unknown dataset.
+    """
+    fields = _run_fields(body, QUALITY_FIELDS)
+    model = body.get("model")
+    if isinstance(model, str):
+        check_repo_id(model)
+    elif isinstance(model, list) and model and all(isinstance(m, str) for m in model):
+        model = [safe_model_name(m) for m in model]
+    else:
+        raise InvalidArgumentError(
+            f"Invalid model: {model!r} (must be a Hub repo id or a list of local model names)",
+            hint='e.g. "owner/repo-GGUF" or ["model-Q8_0", "model-Q4_K_M"]',
+        )
+    reference = fields["reference"]
+    return RunRequest(
+        "quality", model, fields["text"], fields["dataset"], fields["n_ctx"], fields["chunks"],
+        check_quants(fields["quants"]), None if reference is None else safe_model_name(reference),
+        fields["speed"] is not False,
+    )  # fmt: skip

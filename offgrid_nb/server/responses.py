@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..gguf_info import GGUFInfo
     from ..library import LocalModel
     from ..tool_calls import ToolCall
-    from .jobs import DownloadJob
+    from .jobs import DownloadJob, RunJob
 
 JSON = dict[str, Any]
 
@@ -67,7 +67,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _records(df: pd.DataFrame) -> list[JSON]:
+def records(df: pd.DataFrame) -> list[JSON]:
     """Rows as dicts of JSON-safe values (several times faster than ``df.to_dict``)."""
     bare = df.copy(deep=False)
     bare.attrs = {}  # pandas deep-copies attrs into every column it hands out
@@ -81,7 +81,7 @@ def _records(df: pd.DataFrame) -> list[JSON]:
 def search_results(df: pd.DataFrame) -> JSON:
     """A :func:`offgrid_nb.hub.search` DataFrame in OffGrid LLM's ``/v1/search`` shape."""
     results = []
-    for row in _records(df):
+    for row in records(df):
         result: JSON = {
             "model": {
                 key: row[key]
@@ -135,7 +135,7 @@ def model_list(
     one per row) and :func:`header_summary` of each model when ``headers`` maps its path to its
     header."""
     data = []
-    for row, template in zip(_records(df), templates, strict=True):
+    for row, template in zip(records(df), templates, strict=True):
         path = Path(row["path"])
         created = row["downloaded_at"].timestamp() if row["downloaded_at"] else path.stat().st_mtime
         data.append(
@@ -209,7 +209,7 @@ def variant_list(repository: str, df: pd.DataFrame) -> JSON:
     return {
         "repository": repository,
         "available_gb": df.attrs["available_bytes"] / 1e9,
-        "variants": [{key: row[key] for key in keys} for row in _records(df)],
+        "variants": [{key: row[key] for key in keys} for row in records(df)],
     }
 
 
@@ -232,6 +232,25 @@ def download_job(job: DownloadJob) -> JSON:
         if failure
         else None,
     }
+
+
+def run_job(job: RunJob) -> JSON:
+    """A perplexity or quality job: its parameters, progress, then result or error."""
+    progress, failure = job.progress, job.error
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "request": job.request,
+        "progress": None
+        if progress is None
+        else {"model": progress.model, "done": progress.done, "total": progress.total,
+              "ppl": _plain(progress.ppl)},
+        "result": job.result if job.outcome == "done" else None,
+        "error": error(failure.http_status, failure.message, exc=failure)["error"]
+        if failure
+        else None,
+    }  # fmt: skip
 
 
 def inspection(

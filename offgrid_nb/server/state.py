@@ -4,8 +4,10 @@ they make, each meant to run in a worker thread (see :func:`offgrid_nb.server.th
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +26,15 @@ from ..errors import UnsupportedModelError
 from ..fit import available_memory, estimate_memory, machine_devices, machine_plan, recommend
 from ..gguf_info import inspect_file, inspect_gguf, local_header
 from ..library import find_model, list_models, remove_model, verify_model
+from ..names import parse_quant, quant_matches
+from ..perplexity import ChunkProgress, perplexity
+from ..quality import quality, repo_variants
 from ..search_fit import search
 from . import responses
 from .config import OffgridAPI
-from .jobs import DownloadJobs
+from .jobs import DownloadJobs, RunJobs
 from .keep_alive import KeepAlive, parse_duration
-from .params import ChatRequest, CompletionRequest
+from .params import ChatRequest, CompletionRequest, RunRequest
 from .threads import ModelGate
 
 KEEP_BENCHMARKS = 50  # benchmark runs kept in memory for GET /v1/benchmark
@@ -42,12 +47,14 @@ def _is_loaded(path: Path) -> bool:
 
 @dataclass
 class ApiState:
-    """Settings, download jobs, the model gate and the kept benchmark runs of one server."""
+    """Settings, download jobs, the model gate, the kept benchmark runs and the perplexity and
+    quality runs of one server."""
 
     config: OffgridAPI
     jobs: DownloadJobs
     gate: ModelGate
     keep_alive: KeepAlive
+    runs: RunJobs
     benchmarks: deque[responses.JSON] = field(default_factory=lambda: deque(maxlen=KEEP_BENCHMARKS))
 
     @classmethod
@@ -59,7 +66,8 @@ class ApiState:
         """
         gate = ModelGate(config.max_queued_generations, config.parallel)
         keep = KeepAlive(parse_duration(config.keep_alive), gate)
-        return cls(config, DownloadJobs(config.max_download_jobs), gate, keep)
+        runs = RunJobs(gate, keep.touch)
+        return cls(config, DownloadJobs(config.max_download_jobs), gate, keep, runs)
 
     @property
     def models_dir(self) -> Path:
@@ -220,6 +228,52 @@ class ApiState:
         kept = list(self.benchmarks)  # a copy: a worker may append meanwhile
         runs = [run for run in kept if model is None or run["model_id"] == model]
         return {"object": "list", "data": runs}
+
+    def check_run(self, request: RunRequest) -> None:
+        """What a run needs that is there now, checked before its job starts: the local
+        models (and reference), or the repo's variants of the quants asked.
+
+        Raises:
+            NotFoundError, AmbiguousError: a model, repo or variant that is not there.
+        """
+        if isinstance(request.model, str) and request.kind == "quality":
+            repo_variants(request.model, request.quants)
+        else:
+            for name in [request.model] if isinstance(request.model, str) else request.model:
+                self.model_path(name)
+        self._reference(request.reference)
+
+    def _reference(self, reference: str | None) -> str | None:
+        """A quant name as it is; a local model's name as its file."""
+        if reference is None or quant_matches(parse_quant(reference), reference):
+            return reference
+        return str(self.model_path(reference).resolve())
+
+    def run_work(
+        self, request: RunRequest
+    ) -> Callable[[Callable[[ChunkProgress], None], threading.Event], Any]:
+        """The job's work: ``(progress, cancel) -> JSON`` (a perplexity result's dict, or the
+        quality table's rows), run in the job's thread."""
+        threads = self.config.default_threads or None
+
+        def run(progress: Callable[[ChunkProgress], None], cancel: threading.Event) -> Any:
+            options: dict[str, Any] = {
+                "text": request.text, "dataset": request.dataset, "n_ctx": request.n_ctx,
+                "chunks": request.chunks, "n_threads": threads, "progress": progress,
+                "cancel": cancel,
+            }  # fmt: skip
+            if request.kind == "perplexity":
+                return perplexity(self.model_path(str(request.model)), **options).to_dict()
+            models = request.model
+            if not isinstance(models, str):  # local names, as this server's folder has them
+                models = [str(self.model_path(name).resolve()) for name in models]
+            table = quality(
+                models, reference=self._reference(request.reference), quants=request.quants,
+                speed=request.speed, models_dir=self.models_dir, **options,
+            )  # fmt: skip
+            return responses.records(table)
+
+        return run
 
     def health(self) -> responses.JSON:
         """Version, loaded model and system figures (the counters are added on the IOLoop)."""
