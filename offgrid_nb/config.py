@@ -47,6 +47,10 @@ ENVIRONMENT: dict[str, str] = {
     "faster than 4 connections carry)",
     "OFFGRID_PARALLEL": "replies decoded together in this process (1; each slot has its own "
     "context)",
+    "OFFGRID_THREADS": "CPU threads a model computes with (default: the physical cores; "
+    "llama.cpp gains nothing from hyper-threads)",
+    "OFFGRID_POLL": "how hard llama.cpp's threads poll for the next decode before they sleep, "
+    "0 (not at all) to 100 (50, llama.cpp's default)",
     "OFFGRID_GPU_RESERVE_MB": "GPU memory the fit leaves free on each GPU, in MB (1024)",
     "OFFGRID_SOURCES": "which model sources are on: comma-separated "
     "`offgrid,hf-cache,lmstudio,ollama,llama.cpp,folder`, or `all` (default: all whose "
@@ -116,6 +120,18 @@ def _sources(text: str | None) -> tuple[str, ...]:
     return wanted
 
 
+def _whole(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    """A whole number from ``low`` to ``high`` in ``env[name]``; ``None`` when unset."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise InvalidArgumentError(
+            f"Invalid {name}: {text!r}", hint=f"a whole number from {low} to {high}"
+        )
+    return int(text)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved settings. Build one with :func:`get_settings`; override fields with ``replace``."""
@@ -147,6 +163,10 @@ class Settings:
     # free memory the fit leaves on each GPU (OFFGRID_GPU_RESERVE_MB): drivers, the desktop,
     # other programs; llama.cpp's --fit leaves 1 GiB too (common.h fit_params_target)
     gpu_reserve: int = 1 << 30
+    threads: int | None = None  # OFFGRID_THREADS; None: the physical cores (engine)
+    # the threadpool's polling level between graphs (offgrid_nb.threadpool), as llama-bench's
+    # and llama-server's --poll; 50 is their default
+    poll: int = 50
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced (``None`` values are ignored)."""
@@ -207,4 +227,7 @@ def get_settings(**overrides: object) -> Settings:
         settings = replace(settings, gpu_reserve=int(env["OFFGRID_GPU_RESERVE_MB"]) << 20)
     if env.get("OFFGRID_PARALLEL", "").isdigit() and int(env["OFFGRID_PARALLEL"]) > 0:
         settings = replace(settings, parallel=int(env["OFFGRID_PARALLEL"]))
+    threads = _whole(env, "OFFGRID_THREADS", 1, 512)  # GGML_MAX_N_THREADS
+    poll = _whole(env, "OFFGRID_POLL", 0, 100)
+    settings = settings.with_overrides(threads=threads, poll=poll)
     return settings.with_overrides(**{**_overrides, **overrides})
