@@ -3,7 +3,8 @@
 Shared by the benchmarks that check our timings (``bench_accuracy.py``) and our per-token
 overhead (``chat_turns.py``): no llama-cpp-python ``Llama`` object, no Python sampling code,
 just ``llama_decode`` over a batch for a prompt and single-token decodes with llama.cpp's
-greedy sampler for generation; and the generated model both benchmarks measure.
+greedy sampler for generation, on a context with a ggml threadpool attached as llama-bench
+attaches one; and the generated model both benchmarks measure.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from offgrid_nb.llama_backend import llama_cpp
 from offgrid_nb.synthetic import TinyModelSpec, quantize, write_tiny_model
+from offgrid_nb.threadpool import attach_pool
 
 # Large enough that one generated token takes several milliseconds on 2 cores (~96 MB at Q8_0).
 SPEC = TinyModelSpec(n_layers=8, n_embd=1024, n_ff=2816, n_head=16, n_head_kv=4, name="bench")
@@ -40,12 +42,14 @@ class ReferenceDecoder:
         # Flash attention off, as in llama-bench's default and in llama-cpp-python's Llama.
         params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self.ctx = lib.llama_init_from_model(self.model, params)
+        self.release_pool = attach_pool(self.ctx, n_threads)  # as llama-bench attaches one
         self.n_batch = n_batch
         self.n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self.model))
         self.sampler = lib.llama_sampler_init_greedy()
 
     def close(self) -> None:
         self.lib.llama_sampler_free(self.sampler)
+        self.release_pool()
         self.lib.llama_free(self.ctx)
         self.lib.llama_model_free(self.model)
 

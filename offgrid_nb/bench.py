@@ -4,15 +4,21 @@ Per iteration, on a cleared KV cache (filled first with ``depth`` untimed tokens
 ``llama-bench -d``):
 
 1. **Prompt processing**: exactly ``prompt_tokens`` tokens (random ids, as llama-bench uses;
-   the cost of a token does not depend on which it is) evaluated in batches, then the first
-   token sampled greedily. That time alone gives ``prompt_tokens_per_sec`` and, since the first
-   token is ready at its end, ``time_to_first_token_ms``.
+   the cost of a token does not depend on which it is) decoded in batches, then the first
+   token sampled greedily. The decodes alone give ``prompt_tokens_per_sec``; with the first
+   token's sampling they give ``time_to_first_token_ms``.
 2. **Generation**: exactly ``output_tokens`` single-token decodes, each token sampled greedily
-   from the last logits (end-of-sequence ignored). That time alone gives
+   from the last logits (end-of-sequence ignored). The decodes alone give
    ``generation_tokens_per_sec``. By default generation follows the prompt, which is what a
    chat feels like and what llama-bench calls ``tg128 @ d512`` (generation at depth 512);
    with ``llama_bench=True`` it starts from the cleared cache (at ``depth``) as llama-bench's
    own ``tg128`` does, and the defaults become llama-bench's: pp512, tg128, 5 repetitions.
+
+Timed as llama-bench times: ``llama_decode`` (and ``llama_synchronize``) on llama.cpp's C API,
+nothing of llama-cpp-python's ``Llama.eval`` around it (its batch filling and copy of the
+logits). Sampling, which llama-bench leaves out (it picks random tokens), is timed apart:
+``sampling_ms_per_token`` is a greedy pick over the whole vocabulary (~1 ms at 262k tokens),
+the cost a chat adds to each generated token; ``total_time_ms`` counts both.
 
 Tests are named as llama-bench names them (``pp512``, ``tg128 @ d512``) in every output.
 One warm-up iteration runs first and is not counted. Memory is the process's resident set
@@ -35,7 +41,7 @@ import pandas as pd
 import psutil
 
 from .engine import LoadedModel, default_threads, unload_model, use_model
-from .errors import InvalidArgumentError
+from .errors import GenerationError, InvalidArgumentError
 from .gguf_info import inspect_file
 from .jsonfile import write_text
 from .library import model_label, resolve_model
@@ -46,7 +52,7 @@ if TYPE_CHECKING:
 
 RUN_COLUMNS = [
     "prompt_tokens_per_sec", "generation_tokens_per_sec", "time_to_first_token_ms",
-    "total_time_ms", "memory_used_mb", "peak_rss_mb",
+    "total_time_ms", "memory_used_mb", "peak_rss_mb", "sampling_ms_per_token",
 ]  # fmt: skip
 MB = 1024 * 1024
 
@@ -142,6 +148,7 @@ class BenchmarkResult:
                 "avg_time_to_first_token_ms": float(mean["time_to_first_token_ms"]),
                 "avg_total_time_ms": float(mean["total_time_ms"]),
                 "avg_memory_mb": float(mean["memory_used_mb"]),
+                "avg_sampling_ms_per_token": float(mean["sampling_ms_per_token"]),
                 "std_prompt_tokens_per_sec": float(std["prompt_tokens_per_sec"]),
                 "std_generation_tokens_per_sec": float(std["generation_tokens_per_sec"]),
                 "peak_rss_mb": float(self.runs["peak_rss_mb"].max()),
@@ -251,8 +258,29 @@ class _Runner:
     def close(self) -> None:
         self.lib.llama_sampler_free(self.sampler)
 
-    def _sample(self) -> int:
-        return self.lib.llama_sampler_sample(self.sampler, self.llama.ctx, ctypes.c_int32(-1))
+    def _sample(self) -> tuple[int, float]:
+        """The greedy pick from the last logits, and the seconds it took."""
+        start = time.perf_counter()
+        token = self.lib.llama_sampler_sample(self.sampler, self.llama.ctx, ctypes.c_int32(-1))
+        return token, time.perf_counter() - start
+
+    def _decode(self, tokens: list[int]) -> float:
+        """Decode ``tokens`` after the cache's, ``n_batch`` at a time; the seconds
+        ``llama_decode`` took (``Llama`` is told of them, untimed, as its ``eval`` would)."""
+        lib, llama, seconds = self.lib, self.llama, 0.0
+        for i in range(0, len(tokens), llama.n_batch):
+            chunk = tokens[i : i + llama.n_batch]
+            array = (ctypes.c_int32 * len(chunk))(*chunk)
+            batch = lib.llama_batch_get_one(array, len(chunk))  # positions follow the cache
+            start = time.perf_counter()
+            status = lib.llama_decode(llama.ctx, batch)
+            lib.llama_synchronize(llama.ctx)
+            seconds += time.perf_counter() - start
+            if status != 0:
+                raise GenerationError(f"llama.cpp failed to decode a batch (status {status})")
+            llama.input_ids[llama.n_tokens : llama.n_tokens + len(chunk)] = chunk
+            llama.n_tokens += len(chunk)
+        return seconds
 
     def _fill(self) -> None:
         """Clear the KV cache, then fill it with ``depth`` untimed tokens."""
@@ -265,28 +293,26 @@ class _Runner:
         return self.rng.integers(0, self.n_vocab, n).tolist()
 
     def run(self) -> dict[str, float]:
-        llama, config = self.llama, self.config
+        config = self.config
         self._fill()
-        prompt = self._random(config.prompt_tokens)
-        start = time.perf_counter()
-        llama.eval(prompt)
-        token = self._sample()
-        prompt_s = time.perf_counter() - start
+        prompt_s = self._decode(self._random(config.prompt_tokens))
+        token, first_s = self._sample()
         if not config.generation_after_prompt:
             self._fill()  # untimed: generation starts at ``depth`` (llama-bench's tg)
-        generation_start = time.perf_counter()
+        gen_s = sample_s = 0.0
         for _ in range(config.output_tokens):
-            llama.eval([token])
-            token = self._sample()
-        gen_s = time.perf_counter() - generation_start
+            gen_s += self._decode([token])
+            token, seconds = self._sample()
+            sample_s += seconds
         rss = self.process.memory_info().rss
         return {
             "prompt_tokens_per_sec": config.prompt_tokens / prompt_s,
             "generation_tokens_per_sec": config.output_tokens / gen_s,
-            "time_to_first_token_ms": prompt_s * 1000,
-            "total_time_ms": (prompt_s + gen_s) * 1000,
+            "time_to_first_token_ms": (prompt_s + first_s) * 1000,
+            "total_time_ms": (prompt_s + first_s + gen_s + sample_s) * 1000,
             "memory_used_mb": (rss - self.baseline_rss) / MB,
             "peak_rss_mb": _peak_rss(rss) / MB,
+            "sampling_ms_per_token": sample_s / config.output_tokens * 1000,
         }
 
 

@@ -53,6 +53,10 @@ ENVIRONMENT: dict[str, str] = {
     "with `Retry-After`) (300)",
     "OFFGRID_MAX_LOADED_MODELS": "models kept loaded at once, the least recently used freed "
     "first, as Ollama's `OLLAMA_MAX_LOADED_MODELS` (3; fewer when memory runs short)",
+    "OFFGRID_THREADS": "CPU threads a model computes with (default: the physical cores; "
+    "llama.cpp gains nothing from hyper-threads)",
+    "OFFGRID_POLL": "how hard llama.cpp's threads poll for the next decode before they sleep, "
+    "0 (not at all) to 100 (50, llama.cpp's default)",
     "OFFGRID_GPU_RESERVE_MB": "GPU memory the fit leaves free on each GPU, in MB (1024)",
     "OFFGRID_SOURCES": "which model sources are on: comma-separated "
     "`offgrid,hf-cache,lmstudio,ollama,llama.cpp,folder`, or `all` (default: all whose "
@@ -122,6 +126,18 @@ def _sources(text: str | None) -> tuple[str, ...]:
     return wanted
 
 
+def _whole(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    """A whole number from ``low`` to ``high`` in ``env[name]``; ``None`` when unset."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise InvalidArgumentError(
+            f"Invalid {name}: {text!r}", hint=f"a whole number from {low} to {high}"
+        )
+    return int(text)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved settings. Build one with :func:`get_settings`; override fields with ``replace``."""
@@ -159,6 +175,10 @@ class Settings:
     queue_timeout: float = 300.0
     # models loaded at once (offgrid_nb.engine), as Ollama's OLLAMA_MAX_LOADED_MODELS (3 per GPU)
     max_loaded_models: int = 3
+    threads: int | None = None  # OFFGRID_THREADS; None: the physical cores (engine)
+    # the threadpool's polling level between graphs (offgrid_nb.threadpool), as llama-bench's
+    # and llama-server's --poll; 50 is their default
+    poll: int = 50
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced (``None`` values are ignored)."""
@@ -225,4 +245,7 @@ def get_settings(**overrides: object) -> Settings:
     ):
         if env.get(key, "").isdigit() and int(env[key]) > 0:
             settings = replace(settings, **{name: int(env[key])})
+    threads = _whole(env, "OFFGRID_THREADS", 1, 512)  # GGML_MAX_N_THREADS
+    poll = _whole(env, "OFFGRID_POLL", 0, 100)
+    settings = settings.with_overrides(threads=threads, poll=poll)
     return settings.with_overrides(**{**_overrides, **overrides})

@@ -40,6 +40,7 @@ from typing import Any
 
 import psutil
 
+from . import threadpool
 from .config import get_settings
 from .devices import Device, gpus, list_devices
 from .errors import (
@@ -154,8 +155,9 @@ _load_lock = threading.Lock()
 
 
 def default_threads() -> int:
-    """Physical cores (llama.cpp gains nothing from hyper-threads), at least 1."""
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    """The ``threads`` setting, else the physical cores (llama.cpp gains nothing from
+    hyper-threads), at least 1."""
+    return get_settings().threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
 _log = logging.getLogger(__name__)
@@ -405,15 +407,17 @@ def load_model(
 
 
 def _new_llama(options: dict[str, Any], n_gpu_layers: int, parallel: int) -> Any:
-    """A ``llama_cpp.Llama`` with ``n_gpu_layers`` offloaded (its log captured afresh)."""
+    """A ``llama_cpp.Llama`` with ``n_gpu_layers`` offloaded (its log captured afresh) and a
+    threadpool of its own (:mod:`offgrid_nb.threadpool`), freed with its context."""
     clear_log()
     llama = llama_cpp().Llama(n_gpu_layers=n_gpu_layers, **options)
-    if parallel > 1:
-        try:
+    try:
+        if parallel > 1:
             _split_context(llama, options["n_ctx"], parallel)
-        except BaseException:
-            llama.close()
-            raise
+        threadpool.attach(llama, options["n_threads"])
+    except BaseException:
+        llama.close()
+        raise
     return llama
 
 

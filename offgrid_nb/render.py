@@ -147,6 +147,8 @@ def benchmark_table(result: BenchmarkResult) -> str:
         )
     ttft = s.loc["time_to_first_token_ms"]
     lines.append(f"\ntime to first token: {ttft['mean']:.1f} ± {ttft['std']:.1f} ms")
+    sampling = s.loc["sampling_ms_per_token", "mean"]
+    lines.append(f"sampling: {sampling:.2f} ms per generated token (not in t/s)")
     lines.append(f"memory used: {s.loc['memory_used_mb', 'mean']:.0f} MB")
     return "\n".join(lines)
 

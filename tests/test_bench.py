@@ -103,3 +103,18 @@ def test_missing_model(tmp_path, monkeypatch):
     monkeypatch.setenv("OFFGRID_MODELS_DIR", str(tmp_path))
     with pytest.raises(NotFoundError):
         benchmark("no-such-model")
+
+
+def test_sampling_is_timed_beside_the_decodes(result):
+    runs = result.runs
+    assert (runs["sampling_ms_per_token"] > 0).all()
+    assert result.to_dict()["results"]["avg_sampling_ms_per_token"] > 0
+    # tokens/s count the decodes alone (as llama-bench); the total adds every sampling
+    output = SMALL["output_tokens"]
+    generation_ms = output / runs["generation_tokens_per_sec"] * 1000
+    sampling_ms = output * runs["sampling_ms_per_token"]
+    assert (runs["total_time_ms"] - runs["time_to_first_token_ms"]).tolist() == pytest.approx(
+        (generation_ms + sampling_ms).tolist()
+    )
+    prompt_ms = SMALL["prompt_tokens"] / runs["prompt_tokens_per_sec"] * 1000
+    assert (runs["time_to_first_token_ms"] > prompt_ms).all()  # + the first token's sampling

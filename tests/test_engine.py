@@ -8,10 +8,12 @@ import sys
 from types import SimpleNamespace
 
 import gguf
+import llama_cpp
 import numpy as np
 import pytest
 
-from offgrid_nb import engine, llama_backend
+from offgrid_nb import engine, llama_backend, threadpool
+from offgrid_nb.chat import generate
 from offgrid_nb.devices import Device, list_devices
 from offgrid_nb.errors import (
     InsufficientMemoryError,
@@ -213,3 +215,53 @@ def test_layers_given_by_hand_are_used(tiny_model, gpu_machine):
 def test_bad_n_gpu_layers_is_a_clear_error(tiny_model):
     with pytest.raises(InvalidArgumentError, match="Invalid n_gpu_layers: 'all'"):
         engine.load_model(tiny_model, n_gpu_layers="all")
+
+
+def test_every_context_gets_a_threadpool_freed_with_it(tiny_model):
+    assert threadpool.live_pools() == 0
+    for cycle in range(12):  # a server loads and frees models for weeks: no pool may stay
+        options = [{}, {"parallel": 3}, {"embedding": True}][cycle % 3]
+        loaded = engine.load_model(tiny_model, **options)
+        assert threadpool.live_pools() == 1  # the split context's alone when parallel > 1
+        engine.unload_model()
+        assert loaded.closed
+        assert threadpool.live_pools() == 0
+    llama = engine.load_model(tiny_model).llama
+    engine.load_model(tiny_model, n_threads=1)  # another context: the first one's pool freed
+    assert threadpool.live_pools() == 1
+    assert llama._ctx.ctx is None
+
+
+def test_greedy_output_is_identical_with_and_without_the_pool(tiny_model):
+    prompts = ["hello there", "the model says"]
+    load = {"n_ctx": 2048, "n_threads": 2}
+    ours = [generate(tiny_model, prompt=p, max_tokens=24, temperature=0, **load) for p in prompts]
+    engine.unload_model()
+    bare = llama_cpp.Llama(model_path=str(tiny_model), n_ctx=2048, n_threads=2, verbose=False)
+    try:  # llama-cpp-python's own context: ggml makes a throwaway pool per decode
+        theirs = []
+        for prompt in prompts:
+            bare.reset()
+            theirs.append(bare.create_completion(prompt, max_tokens=24, temperature=0))
+    finally:
+        bare.close()
+    assert ours == [t["choices"][0]["text"] for t in theirs]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("OFFGRID_POLL", "fast"), ("OFFGRID_POLL", "101"), ("OFFGRID_THREADS", "0")],
+)
+def test_bad_thread_settings_are_clear_errors(tiny_model, monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(InvalidArgumentError, match=f"Invalid {name}: '{value}'") as caught:
+        engine.load_model(tiny_model)
+    assert "a whole number from" in caught.value.hint
+    assert threadpool.live_pools() == 0
+
+
+def test_thread_settings_are_used(tiny_model, monkeypatch):
+    monkeypatch.setenv("OFFGRID_THREADS", "1")
+    monkeypatch.setenv("OFFGRID_POLL", "0")
+    assert engine.load_model(tiny_model).n_threads == 1
+    assert threadpool.live_pools() == 1
