@@ -10,7 +10,10 @@ Dask does the scheduling; this module only says what runs where:
   :class:`distributed.Lock` per file (file locks are unreliable on NFS);
 - a failing model becomes a row with its ``error``; the other tasks still run;
 - cancelling sets a :class:`distributed.Event` that tasks check before they start (Dask cannot
-  stop a running task).
+  stop a running task);
+- with ``quality=True`` a task also measures the model's perplexity (and KL-divergence against
+  a reference it downloads too) with :func:`offgrid_nb.quality.quality`, after the benchmark:
+  the quality columns repeat on each of that task's rows.
 
 ``distributed`` is imported inside the functions that need it: ``import offgrid_nb`` (and this
 module) never imports it.
@@ -36,9 +39,13 @@ import pandas as pd
 
 from . import bench
 from .config import get_settings, settings_override
+from .corpus import LiteralText, check_source, resolve_text
 from .download import download, local_path, select_variant
 from .errors import ClusterError, InvalidArgumentError, NotFoundError, OffgridError, OfflineError
 from .library import find_model
+from .perplexity import check_options as check_chunking
+from .quality import QUALITY_COLUMNS
+from .quality import quality as measure_quality
 from .refs import HubModel, parse_hub_ref, strip_hub_prefix
 
 if TYPE_CHECKING:
@@ -52,6 +59,10 @@ FLEET_COLUMNS = ["host", "worker", "download_s", "error", "task_start", "task_en
 PACKAGES = ("offgrid-nb", "llama-cpp-python")  # must match between the client and the workers
 POLL_INTERVAL = 0.02  # seconds between checks for finished tasks and for a cancel
 WORKER_CHECK_INTERVAL = 1.0  # seconds between checks that the workers tasks wait for still exist
+# what a fleet row gets from a quality table (model and quant are the benchmark's already)
+FLEET_QUALITY_COLUMNS = [c for c in QUALITY_COLUMNS if c not in ("model", "quant", "reference")]
+QUALITY_OPTIONS = ("reference", "text", "dataset", "n_ctx", "chunks", "batch_size", "top_k",
+                   "tail_samples")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -124,17 +135,17 @@ class _Task:
     models_dir: str | None  # None: the worker's own models folder
     options: dict[str, Any]
     cancel_event: str
+    quality: dict[str, Any] | None = None  # options for quality(); None: no quality measured
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def _fetch(task: _Task) -> Path:
-    """Download the task's model on this worker (once per models folder), under a Dask lock."""
+def _fetch(task: _Task, model: HubModel) -> Path:
+    """Download ``model`` on this worker (once per models folder), under a Dask lock."""
     from distributed import Lock
 
-    model = task.model
     root = Path(task.models_dir).expanduser() if task.models_dir else get_settings().models_dir
     try:
         variant = select_variant(
@@ -163,12 +174,30 @@ def _error_row(model: str, error: str, **where: Any) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
+def _quality_row(task: _Task, path: Path) -> dict[str, Any]:
+    """The quality columns of the task's model: against its reference (downloaded here too),
+    or, without one, its perplexity alone (KLD 0: it is its own reference)."""
+    options = dict(task.quality or {})
+    reference = options.pop("reference", None)
+    models = [path] if reference is None else [path, _fetch(task, reference)]
+    table = measure_quality(
+        models, reference=models[-1], speed=False,
+        n_threads=task.options.get("n_threads"), **options,
+    )  # fmt: skip
+    measured = table.iloc[0] if reference is None else table[~table["reference"]].iloc[0]
+    row = {column: measured[column] for column in FLEET_QUALITY_COLUMNS}
+    row["quality_reference"] = table[table["reference"]].iloc[0]["model"]
+    return row
+
+
 def run_task(task: _Task) -> pd.DataFrame:
-    """Download and benchmark one model on this worker (the function Dask runs).
+    """Download and benchmark one model on this worker (the function Dask runs); with
+    ``task.quality``, measure its quality too.
 
     Returns:
         The benchmark's rows plus ``host``, ``worker``, ``download_s``, ``error`` (``None``),
-        ``task_start`` and ``task_end``; a single error row when anything fails.
+        ``task_start`` and ``task_end`` (and :data:`FLEET_QUALITY_COLUMNS` with
+        ``quality_reference``); a single error row when anything fails.
     """
     from distributed import Event, get_worker
 
@@ -178,14 +207,15 @@ def run_task(task: _Task) -> pd.DataFrame:
     try:  # the override is process-wide: fine, a worker runs one benchmark at a time
         with settings_override(endpoint=task.endpoint, token=task.token):
             started = time.perf_counter()
-            path = _fetch(task)
+            path = _fetch(task, task.model)
             download_s = time.perf_counter() - started
             frame = bench.benchmark(path, **task.options).to_frame()
+            measured = {} if task.quality is None else _quality_row(task, path)
     except Exception as exc:  # a broken model is a row; the other models still run
         return _error_row(str(task.model), _error_text(exc), **where, task_end=_now())
     frame["download_s"] = download_s
     frame["error"] = None
-    return frame.assign(**where, task_end=_now())
+    return frame.assign(**measured, **where, task_end=_now())
 
 
 # --- on the client ---------------------------------------------------------------------------
@@ -310,6 +340,30 @@ def _check_options(options: dict[str, Any]) -> None:
         ) from None
 
 
+def _quality_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """``quality_options`` checked on the client, ready to send: a text (or text file) read
+    here, the reference as a Hub model.
+
+    Raises:
+        InvalidArgumentError: unknown options, bad chunking, both text and dataset.
+        NotFoundError: an unknown dataset, a missing text file.
+    """
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(QUALITY_OPTIONS))
+    if unknown:
+        raise InvalidArgumentError(
+            f"Unknown quality options: {', '.join(unknown)}",
+            hint=f"use: {', '.join(QUALITY_OPTIONS)}",
+        )
+    check_chunking(options.get("n_ctx", 512), options.get("chunks"), options.get("batch_size"))
+    check_source(options.get("text"), options.get("dataset"))
+    if options.get("text") is not None:  # the workers may not have the file
+        options["text"] = LiteralText(resolve_text(options["text"], None)[0])
+    if options.get("reference") is not None:
+        options["reference"] = hub_model(options["reference"])
+    return options
+
+
 def _gone(
     client: Client, pending: dict[int, Future], labels: list[tuple[str, str | None]]
 ) -> list[int]:
@@ -378,6 +432,8 @@ def fleet_benchmark(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     check_versions: bool = True,
+    quality: bool = False,
+    quality_options: dict[str, Any] | None = None,
     **benchmark_options: Any,
 ) -> pd.DataFrame:
     """Benchmark models on the workers of a Dask cluster; one row per model, worker, iteration.
@@ -396,12 +452,19 @@ def fleet_benchmark(
         progress: called with a :class:`FleetProgress` as each task finishes.
         cancel: set it to skip the models not started yet (the running ones finish).
         check_versions: refuse workers with other offgrid-nb / llama-cpp-python versions.
+        quality: each task also measures its model's quality (:func:`offgrid_nb.quality.quality`).
+        quality_options: for that measure: ``reference`` (a Hub model, as ``models``; each
+            worker downloads it and reports KLD against it; default: none, perplexity only),
+            ``text`` (a string or a file read here) or ``dataset``, ``n_ctx``, ``chunks``,
+            ``batch_size``, ``top_k``, ``tail_samples``.
         **benchmark_options: as for :func:`offgrid_nb.bench.benchmark` (``prompt_tokens``...).
 
     Returns:
         The rows of :meth:`BenchmarkResult.to_frame` plus ``host``, ``worker``, ``download_s``
         (seconds spent getting the model on that worker, 0-ish when it was there), ``error``
-        (``None``, or why that model has no figures), ``task_start`` and ``task_end``.
+        (``None``, or why that model has no figures), ``task_start`` and ``task_end``; with
+        ``quality``, :data:`FLEET_QUALITY_COLUMNS` (``ppl``, ``kld``, ``same_top_pct``...) and
+        ``quality_reference``.
 
     Raises:
         ClusterError: ``distributed`` missing, no client, no worker with ``resource``, or
@@ -416,6 +479,7 @@ def fleet_benchmark(
             f"Invalid per: {per!r}", hint=f"use one of: {', '.join(PER_CHOICES)}"
         )
     _check_options(benchmark_options)
+    measure = _quality_options(quality_options) if quality else None
     specs = [hub_model(m) for m in models]
     client = client or current_client()
     workers = bench_workers(client, resource)
@@ -434,7 +498,9 @@ def fleet_benchmark(
     targets = _targets(client, workers, per)
     futures, labels = [], []
     for spec in specs:
-        task = _Task(spec, settings.endpoint, token, folder, benchmark_options, cancel_name)
+        task = _Task(
+            spec, settings.endpoint, token, folder, benchmark_options, cancel_name, measure
+        )
         for target in targets:
             key = f"offgrid-benchmark-{spec}-{uuid.uuid4().hex[:8]}"
             futures.append(
@@ -468,6 +534,7 @@ def compare(
 
 __all__ = [
     "FLEET_COLUMNS",
+    "FLEET_QUALITY_COLUMNS",
     "FleetProgress",
     "HubModel",
     "bench_workers",

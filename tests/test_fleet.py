@@ -23,9 +23,11 @@ cloudpickle = pytest.importorskip("cloudpickle")
 
 from offgrid_nb import cli  # noqa: E402
 from offgrid_nb.bench import benchmark, load_runs, plot_comparison, save_runs  # noqa: E402
+from offgrid_nb.corpus import sample_text  # noqa: E402
 from offgrid_nb.download import download  # noqa: E402
 from offgrid_nb.errors import ClusterError, InvalidArgumentError  # noqa: E402
 from offgrid_nb.fleet import (  # noqa: E402
+    FLEET_QUALITY_COLUMNS,
     FleetProgress,
     HubModel,
     compare,
@@ -46,6 +48,8 @@ MODELS = [f"{REPO}:{q}" for q in QUANTS]
 BROKEN = "offgrid-test/fleet-broken-GGUF/broken-Q4_0.gguf"
 FAST = {"prompt_tokens": 8, "output_tokens": 4, "iterations": 1, "warmup": False, "n_threads": 1}
 SLOWER = {**FAST, "output_tokens": 64, "iterations": 3}  # a run outlasts the client's poll
+# generated models have ASCII byte tokens only (llama.cpp aborts on a byte it lacks)
+TEXT = sample_text()[:3000].encode("ascii", "ignore").decode()
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +280,49 @@ def test_fleet_runs_plot_hosts_side_by_side_and_save_with_local_runs(client, tin
     assert len(saved) == len(runs) + 2
     assert saved["host"].isna().tolist() == [True] + [False] * len(runs) + [True]
     assert saved["error"].notna().sum() == 2  # the broken model, on each worker
+
+
+def test_each_worker_measures_quality_and_save_runs_keeps_it(client, tiny_model, tmp_path):
+    text = tmp_path / "text.txt"  # a file of the client's: the workers get its text
+    text.write_text(TEXT)
+    options = {"text": text, "n_ctx": 32, "chunks": 2, "reference": MODELS[0]}
+    runs = fleet_benchmark(MODELS[:2], per="worker", quality=True, quality_options=options,
+                           **{**FAST, "iterations": 2})  # fmt: skip
+    assert runs["error"].isna().all()
+    assert len(runs) == 2 * 2 * 2  # two models on two workers, two iterations each
+    assert set(FLEET_QUALITY_COLUMNS) | {"quality_reference"} <= set(runs.columns)
+    assert (runs["quality_reference"] == "fleet-Q8_0").all()
+    assert (runs["tokens_scored"] == 2 * (32 - 1 - 16)).all()
+    by_model = runs.groupby("model")
+    assert by_model["ppl"].nunique().tolist() == [1, 1]  # the same figures on every worker
+    q8, q4 = (runs[runs["model"] == f"fleet-{q}"].iloc[0] for q in ("Q8_0", "Q4_K_M"))
+    assert q8["kld"] == pytest.approx(0.0, abs=1e-6)  # the reference against itself
+    assert q8["same_top_pct"] == 100.0
+    assert q4["kld"] > 0
+    assert q4["ppl"] != q8["ppl"]
+    csv = tmp_path / "runs.csv"
+    save_runs(benchmark(tiny_model, **FAST).to_frame(), csv)  # a run without quality first
+    save_runs(runs, csv)
+    saved = load_runs(csv)
+    assert saved["ppl"].isna().tolist() == [True] + [False] * len(runs)
+    assert saved["kld"].iloc[1:].tolist() == pytest.approx(runs["kld"].tolist())
+    assert saved["quality_reference"].iloc[1:].tolist() == runs["quality_reference"].tolist()
+    alone_options = {"text": TEXT, "n_ctx": 32, "chunks": 1}
+    alone = fleet_benchmark(MODELS[1:2], quality=True, quality_options=alone_options, **FAST)
+    assert alone["quality_reference"].iloc[0] == "fleet-Q4_K_M"  # no reference: PPL alone
+    assert alone["ppl"].iloc[0] > 0
+    assert "ppl" not in fleet_benchmark(MODELS[1:2], **FAST)
+
+
+def test_bad_quality_options_fail_before_anything_runs(client, fleet_mirror):
+    for options, error in [
+        ({"n_ctx": 8}, "at least 16"),
+        ({"bogus": 1}, "Unknown quality options: bogus"),
+        ({"text": "x", "dataset": "wikitext-2"}, "not both"),
+    ]:
+        with pytest.raises(InvalidArgumentError, match=error):
+            fleet_benchmark(MODELS, quality=True, quality_options=options, **FAST)
+    assert fleet_mirror.requests["resolve"] == 0  # nothing was submitted
 
 
 def test_panel_targets_the_cluster_when_a_client_exists(client):
