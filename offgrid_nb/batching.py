@@ -333,7 +333,8 @@ class Scheduler:
         """The pooled vector of ``text`` in ``slot``'s sequence (truncated to one batch, as
         llama-cpp-python's ``embed(truncate=True)`` does), and its token count."""
         lib, llama = self._lib, self.loaded.llama
-        tokens = llama.tokenize(text.encode("utf-8"))[: min(self._n_batch, self.loaded.n_ctx)]
+        tokens = self.loaded.tokenize(text, add_bos=True, special=False)
+        tokens = tokens[: min(self._n_batch, self.loaded.n_ctx)]
         memory = lib.llama_get_memory(llama.ctx)
         lib.llama_memory_seq_rm(memory, slot.seq, -1, -1)
         slot.cached = []  # the slot's cache is gone: the next reply there starts afresh

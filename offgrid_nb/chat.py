@@ -220,7 +220,7 @@ def _chat_prompt(fmt: ChatFormat, messages: list[Message], tools: ToolPlan | Non
 
 def _tokens(loaded: LoadedModel, text: str, *, add_bos: bool) -> list[int]:
     """``text`` tokenized as llama-cpp-python tokenizes prompts (special tokens parsed)."""
-    return loaded.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+    return loaded.tokenize(text, add_bos=add_bos, special=True)
 
 
 def chat_format(loaded: LoadedModel, template: str | None = None) -> ChatFormat:

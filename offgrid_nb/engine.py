@@ -138,6 +138,22 @@ class LoadedModel:
             return self
         return load_model(self.path, **dict(zip(_OPTIONS, self.requested[1:], strict=True)))
 
+    def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
+        """``text``'s tokens, as ``Llama.tokenize`` gives them.
+
+        Raises:
+            InvalidArgumentError: non-ASCII text for a vocabulary without byte tokens for
+                it (llama.cpp would abort the whole process on it).
+        """
+        data = text.encode("utf-8")
+        if not data.isascii() and _lacks_high_bytes(self.llama._model.vocab):
+            raise InvalidArgumentError(
+                f"{self.name} has no tokens for non-ASCII text (its vocabulary's byte tokens "
+                "stop at 0x7F)",
+                hint="give it ASCII text (a generated test model), or use a real model",
+            )
+        return self.llama.tokenize(data, add_bos=add_bos, special=special)
+
     def ram_weights(self) -> int:
         """Bytes of weights this model keeps in RAM (its file, less what went to GPUs)."""
         size = self.path.stat().st_size
@@ -146,6 +162,22 @@ class LoadedModel:
             return size
         on_gpu = layers if self.n_gpu_layers < 0 else min(self.n_gpu_layers, layers)
         return size * (layers - on_gpu) // layers
+
+
+def _lacks_high_bytes(vocab: Any) -> bool:
+    """A SentencePiece vocabulary whose byte tokens (``<0x00>``...) stop short of ``<0xFF>``,
+    as our generated models' do: llama.cpp's byte fallback then throws an uncaught C++
+    exception on any non-ASCII byte. Real models list all 256, together, among the first
+    ids (gemma-3: 238-493); none found there: nothing to refuse."""
+    lib = llama_cpp()
+    if lib.llama_vocab_type(vocab) != lib.LLAMA_VOCAB_TYPE_SPM:
+        return False
+    n_tokens = lib.llama_vocab_n_tokens(vocab)
+    for token in range(min(n_tokens, 1024)):
+        if lib.llama_vocab_get_text(vocab, token) == b"<0x00>":
+            last = token + 255
+            return last >= n_tokens or lib.llama_vocab_get_text(vocab, last) != b"<0xFF>"
+    return False
 
 
 # load_model's options, in the order of LoadedModel.requested (after the path)

@@ -176,7 +176,7 @@ def chunking(n_tokens: int, n_ctx: int, batch_size: int | None, chunks: int | No
 
 def tokenize(loaded: LoadedModel, text: str) -> list[int]:
     """The text's tokens as llama-perplexity takes them: with BOS, special tokens not parsed."""
-    return loaded.llama._model.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+    return loaded.tokenize(text, add_bos=True, special=False)
 
 
 def scored_logits(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import offgrid_nb as og
 from offgrid_nb.chat import Chat
 from offgrid_nb.errors import ContextOverflowError, InvalidArgumentError
 
@@ -95,3 +96,21 @@ def test_thread_count_reaches_llama_cpp(tiny_model):
     chat.send("hi")
     assert engine.loaded_model().n_threads == 1
     assert engine.loaded_model().llama.n_threads == 1
+
+
+def test_non_ascii_text_for_a_vocabulary_without_its_bytes_is_a_clear_error(tiny_model):
+    # The generated vocabulary's byte tokens stop at 0x7F: llama.cpp would abort the process.
+    for call in (
+        lambda: og.generate(tiny_model, "café", max_tokens=2),
+        lambda: og.complete(tiny_model, [{"role": "user", "content": "naïve"}]),
+        lambda: og.embed(tiny_model, "über"),
+        lambda: og.perplexity(tiny_model, "ünïcode " * 400, n_ctx=64),
+    ):
+        with pytest.raises(InvalidArgumentError, match="no tokens for non-ASCII text"):
+            call()
+    assert og.generate(tiny_model, "cafe", max_tokens=2, temperature=0)  # ASCII is served
+
+
+@pytest.mark.real
+def test_real_model_tokenizes_non_ascii_text(real_model):
+    assert og.generate(real_model, "Le café est", max_tokens=2, temperature=0)
