@@ -199,6 +199,8 @@ class Scheduler:
         self._slots = [_Slot(seq) for seq in range(loaded.parallel)]
         self._queue: list[Job] = []
         self._embeds: list[EmbedJob] = []
+        settings = get_settings()  # once: it reads the HF token file, too slow per request
+        self.max_queue, self.queue_timeout = settings.max_queue, settings.queue_timeout
         self._cond = threading.Condition()
         self._running = False
         self._lib = llama_cpp()
@@ -223,12 +225,11 @@ class Scheduler:
         """
         if not job.submitted:
             job.submitted = time.perf_counter()  # kept when it moves to a reloaded model
-        limit = get_settings().max_queue
         with self._cond:
             if self.loaded.closed:
                 job.events.put(("moved", None))
                 return
-            if len(self._queue) >= limit:
+            if len(self._queue) >= self.max_queue:
                 raise ServerBusyError(
                     f"{len(self._queue)} replies are waiting for {self.loaded.name}",
                     hint="retry in a moment (the queue bound is OFFGRID_MAX_QUEUE)",
@@ -295,7 +296,7 @@ class Scheduler:
     def _serve(self, batch: Any) -> None:
         """Step until no slot is busy and nothing can be admitted."""
         while True:
-            self._embed_next()
+            self._embed_next(batch)
             self._admit()
             for slot in self._slots:
                 if slot.job is not None and slot.job.cancelled.is_set():
@@ -307,7 +308,7 @@ class Scheduler:
                 return
             self._step(busy, batch)
 
-    def _embed_next(self) -> None:
+    def _embed_next(self, batch: Any) -> None:
         """Embed one queued text in a free slot (one decode, embeddings on for it alone)."""
         with self._cond:
             free = [slot for slot in self._slots if slot.job is None]
@@ -317,7 +318,7 @@ class Scheduler:
         slot = min(free, key=lambda slot: slot.used)
         done = job.done
         try:
-            done.append(self._embed_one(slot, job.texts[len(done)], job.normalize))
+            done.append(self._embed_one(slot, job.texts[len(done)], job.normalize, batch))
         except Exception as exc:  # raised again in the caller's thread
             with self._cond:
                 self._embeds.remove(job)
@@ -329,16 +330,18 @@ class Scheduler:
             vectors = np.stack([vector for vector, _ in done])
             job.events.put(("done", (vectors, sum(count for _, count in done))))
 
-    def _embed_one(self, slot: _Slot, text: str, normalize: bool) -> tuple[np.ndarray, int]:
+    def _embed_one(
+        self, slot: _Slot, text: str, normalize: bool, batch: Any
+    ) -> tuple[np.ndarray, int]:
         """The pooled vector of ``text`` in ``slot``'s sequence (truncated to one batch, as
-        llama-cpp-python's ``embed(truncate=True)`` does), and its token count."""
+        llama-cpp-python's ``embed(truncate=True)`` does; decoded in the scheduler's
+        ``batch``), and its token count."""
         lib, llama = self._lib, self.loaded.llama
         tokens = self.loaded.tokenize(text, add_bos=True, special=False)
         tokens = tokens[: min(self._n_batch, self.loaded.n_ctx)]
         memory = lib.llama_get_memory(llama.ctx)
         lib.llama_memory_seq_rm(memory, slot.seq, -1, -1)
         slot.cached = []  # the slot's cache is gone: the next reply there starts afresh
-        batch = lib.llama_batch_init(len(tokens), 0, 1)
         lib.llama_set_embeddings(llama.ctx, True)
         try:
             for i, token in enumerate(tokens):
@@ -355,7 +358,6 @@ class Scheduler:
         finally:
             lib.llama_set_embeddings(llama.ctx, False)
             lib.llama_memory_seq_rm(memory, slot.seq, -1, -1)
-            lib.llama_batch_free(batch)
         if normalize:
             norm = float(np.linalg.norm(vector))
             vector = vector / norm if norm > 0 else vector
@@ -601,9 +603,8 @@ def _first_event(job: Job, deadline: float) -> tuple[str, Any]:
         except queue.Empty:
             current = job.scheduler
             if current is not None and current.withdraw(job):
-                waited = get_settings().queue_timeout
                 raise ServerBusyError(
-                    f"No slot of {current.loaded.name} came free in {waited:g} s",
+                    f"No slot of {current.loaded.name} came free in {current.queue_timeout:g} s",
                     hint="retry in a moment (the wait bound is OFFGRID_QUEUE_TIMEOUT)",
                 ) from None
             deadline = math.inf  # it has a slot now: its events come
@@ -617,10 +618,12 @@ def run(load: Callable[[], LoadedModel], job: Job) -> Iterator[str]:
     ``queue_timeout`` setting. Closing the iterator cancels the job: it leaves the queue, or
     its slot is free at the next step.
     """
-    deadline = time.monotonic() + get_settings().queue_timeout
+    deadline = None  # the first scheduler's queue_timeout after the first submit
     try:
         while True:
-            scheduler(load()).submit(job)
+            current = scheduler(load())
+            current.submit(job)
+            deadline = deadline or time.monotonic() + current.queue_timeout
             kind, value = _first_event(job, deadline)
             while kind == "text":
                 yield value

@@ -213,6 +213,11 @@ def variant_list(repository: str, df: pd.DataFrame) -> JSON:
     }
 
 
+def _job_error(failure: OffgridError | None) -> JSON | None:
+    """A job's error as the APIs' error bodies carry it, or ``None``."""
+    return error(failure.http_status, failure.message, exc=failure)["error"] if failure else None
+
+
 def download_job(job: DownloadJob) -> JSON:
     """A download job's progress, or its outcome."""
     progress, failure = job.progress, job.error
@@ -228,9 +233,7 @@ def download_job(job: DownloadJob) -> JSON:
         "fraction": progress.fraction if progress else None,
         "connections": progress.connections if progress else None,
         "model": job.model,
-        "error": error(failure.http_status, failure.message, exc=failure)["error"]
-        if failure
-        else None,
+        "error": _job_error(failure),
     }
 
 
@@ -247,9 +250,7 @@ def run_job(job: RunJob) -> JSON:
         else {"model": progress.model, "done": progress.done, "total": progress.total,
               "ppl": _plain(progress.ppl)},
         "result": job.result if job.outcome == "done" else None,
-        "error": error(failure.http_status, failure.message, exc=failure)["error"]
-        if failure
-        else None,
+        "error": _job_error(failure),
     }  # fmt: skip
 
 
