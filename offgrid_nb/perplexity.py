@@ -20,12 +20,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 
 from .corpus import resolve_text
 from .engine import LoadedModel, default_threads, use_model
@@ -107,12 +109,46 @@ def mean_and_error(
 
 
 def log_softmax_rows(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(max, log-sum-exp)`` per row, float32 maths with a float64 sum as perplexity.cpp's
-    ``log_softmax``: a row's log-prob of token ``t`` is ``logits[t] - max - lse``."""
+    """``(max, log-sum-exp)`` per row, as perplexity.cpp's ``log_softmax``: a row's log-prob
+    of token ``t`` is ``logits[t] - max - lse``. Float32 maths as there; the sum is numpy's
+    pairwise float32 one (within 2e-7 of perplexity.cpp's float64 sum on a 262k vocabulary, at
+    40% of its cost).
+
+    The rows are shared among :func:`_row_threads` (numpy frees the GIL for its loops), as
+    llama-perplexity's ``process_logits`` shares them among its threads: on a 262k vocabulary
+    this is a quarter of a chunk's time on one core of this machine.
+    """
+    cores = _cores()
+    if len(logits) < 2 or cores < 2:
+        return _log_softmax(logits)
+    step = -(-len(logits) // cores)
+    blocks = [logits[start : start + step] for start in range(0, len(logits), step)]
+    done = list(_row_threads().map(_log_softmax, blocks))
+    return np.concatenate([top for top, _ in done]), np.concatenate([lse for _, lse in done])
+
+
+def _cores() -> int:
+    return psutil.cpu_count(logical=False) or 1
+
+
+_pool: list[ThreadPoolExecutor] = []
+_pool_lock = threading.Lock()
+
+
+def _row_threads() -> ThreadPoolExecutor:
+    """One pool for the process, a thread per physical core: made once, so a server that
+    scores for weeks holds the same few threads."""
+    with _pool_lock:
+        if not _pool:
+            _pool.append(ThreadPoolExecutor(_cores(), "offgrid-rows"))
+        return _pool[0]
+
+
+def _log_softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     top = logits.max(axis=1)
     shifted = logits - top[:, None]
     np.exp(shifted, out=shifted)
-    lse = np.log(shifted.sum(axis=1, dtype=np.float64))
+    lse = np.log(shifted.sum(axis=1).astype(np.float64))
     return top.astype(np.float64), lse
 
 
