@@ -47,6 +47,9 @@ ENVIRONMENT: dict[str, str] = {
     "faster than 4 connections carry)",
     "OFFGRID_PARALLEL": "replies decoded together in this process (1; each slot has its own "
     "context)",
+    "OFFGRID_KV_UNIFIED": "`1`: the slots share one KV buffer, as llama-server's default "
+    "(~5% more tokens/s with several clients; a reply may then differ in its last digits, so "
+    "a greedy reply can change with what other slots hold) (off: a KV stream per slot)",
     "OFFGRID_MAX_QUEUE": "replies waiting for a slot of one model before more are refused "
     "(503 with `Retry-After`), as Ollama's `OLLAMA_MAX_QUEUE` (512)",
     "OFFGRID_QUEUE_TIMEOUT": "seconds a reply may wait for a slot before it is refused (503 "
@@ -166,6 +169,7 @@ class Settings:
     # Replies decoded together (each slot has its own n_ctx of KV cache): 1 in a notebook
     # kernel; the servers set their own (OffgridAPI.parallel, 4 by measurement).
     parallel: int = 1
+    kv_unified: bool = False  # one KV buffer for all slots (OFFGRID_KV_UNIFIED; engine.py)
     # free memory the fit leaves on each GPU (OFFGRID_GPU_RESERVE_MB): drivers, the desktop,
     # other programs; llama.cpp's --fit leaves 1 GiB too (common.h fit_params_target)
     gpu_reserve: int = 1 << 30
@@ -228,6 +232,7 @@ def get_settings(**overrides: object) -> Settings:
         ).expanduser(),
         llama_cache_dir=_llama_cache(env),
         model_dirs=_paths(env.get("OFFGRID_MODEL_DIRS", "")),
+        kv_unified=_env_flag("OFFGRID_KV_UNIFIED"),
     )
     for name, key in (
         ("max_ctx", "OFFGRID_MAX_CTX"),

@@ -495,17 +495,18 @@ def _split_context(llama: Any, n_ctx: int, parallel: int) -> None:
     """Give ``llama`` a context of ``parallel`` sequences of ``n_ctx`` tokens each.
 
     llama-cpp-python's ``Llama`` makes a one-sequence context; this one replaces it (sequence
-    0 is still the high-level API's). Each sequence gets its own KV stream (``kv_unified``
-    off, as llama-server ``-np N --no-kv-unified``): a slot's attention reads only its own
-    cells, so a reply alone in its slot gives what llama-cpp-python gives whatever the other
-    slots hold. With one unified buffer (llama-server's default, measured ~5% more tokens/s
-    on gemma-3-270m) the masked cells of other slots changed a token of the real model.
+    0 is still the high-level API's). By default each sequence gets its own KV stream
+    (``kv_unified`` off, as llama-server ``-np N --no-kv-unified``): a slot's attention reads
+    only its own cells, so a reply alone in its slot gives what llama-cpp-python gives
+    whatever the other slots hold. With one unified buffer (the ``kv_unified`` setting,
+    llama-server's default, measured ~5% more tokens/s on gemma-3-270m) the masked cells of
+    other slots changed a token of the real model.
     """
     lib = llama_cpp()
     params = type(llama.context_params).from_buffer_copy(llama.context_params)
     params.n_ctx = n_ctx * parallel
     params.n_seq_max = parallel
-    params.kv_unified = False
+    params.kv_unified = get_settings().kv_unified
     single = llama._ctx
     llama._ctx = lib._internals.LlamaContext(model=llama._model, params=params, verbose=False)
     llama.context_params = params

@@ -19,6 +19,7 @@ import offgrid_nb as og
 from offgrid_nb import engine
 from offgrid_nb.batching import Job, run, scheduler, slots_status
 from offgrid_nb.chat import Chat, generate
+from offgrid_nb.config import settings_override
 from offgrid_nb.engine import load_model, unload_model, use_model
 from offgrid_nb.errors import ContextOverflowError, ServerBusyError
 
@@ -290,3 +291,15 @@ def test_embeddings_go_ahead_of_queued_replies(tiny_model):
     for thread in threads:
         thread.join()
     assert events == ["embedding", "queued reply"]  # it did not wait behind the queue
+
+
+def test_kv_unified_shares_one_buffer_and_serves_the_same_replies(tiny_model):
+    calls = [{"prompt": p, "max_tokens": 24} for p in PROMPTS[:4]]
+    alone = [generate(tiny_model, temperature=0, parallel=1, **c) for c in calls]
+    with settings_override(kv_unified=True):
+        with use_model(tiny_model, parallel=4) as loaded:
+            assert loaded.llama.context_params.kv_unified
+        replies = together(tiny_model, calls, parallel=4)
+    assert [r.text for r in replies] == alone
+    with use_model(tiny_model, parallel=2) as loaded:  # the default: a stream per slot
+        assert not loaded.llama.context_params.kv_unified
