@@ -381,7 +381,7 @@ def test_quality_of_the_variants_in_a_table_and_a_pareto_chart(library, text_fil
     for header in ("PPL", "KLD", "Same top (%)", "Generation tokens/s", "Memory (MB)"):
         assert f">{header}</th>" in table
     assert "reference" in table
-    assert "★ Pareto front" in table
+    assert "★ Pareto front (speed)" in table
     assert bytes(bench.quality_plot.value).startswith(b"\x89PNG")
     assert done[-1] == bench.progress.max == 3  # one chunk per model
     assert bench.progress.description == "Chunks"
@@ -397,6 +397,7 @@ def test_quality_of_a_repos_variants_downloads_them(gguf_hub, text_file):
     assert bench.wait(TIMEOUT)
     assert list(bench.quality_results["quant"]) == ["Q8_0", "Q2_K"]
     assert ">Generation tokens/s</th>" not in bench.quality_table.value
+    assert "★ Pareto front (size)" in bench.quality_table.value
     assert bytes(bench.quality_plot.value).startswith(b"\x89PNG")
     assert bench.status.kind == "note"
 

@@ -89,6 +89,7 @@ def quality_table(df: pd.DataFrame) -> str:
         front = pareto_front(df, "generation_tokens_per_sec", larger_x_better=True)
     else:
         front = pareto_front(df, "file_size_mb", larger_x_better=False)
+    best = f"★ Pareto front ({'speed' if speed else 'size'})"
     rows = pd.DataFrame(
         {
             "Quant": df["quant"].fillna("?").to_numpy(),
@@ -106,8 +107,8 @@ def quality_table(df: pd.DataFrame) -> str:
         rows["Generation tokens/s"] = [f"{v:.1f}" for v in df["generation_tokens_per_sec"]]
         rows["Memory (MB)"] = [f"{v:.0f}" for v in df["memory_used_mb"]]
     rows["Note"] = [
-        ", ".join(n for n, on in (("reference", ref), ("★ Pareto front", best)) if on)
-        for ref, best in zip(df["reference"], front, strict=True)
+        ", ".join(n for n, on in (("reference", ref), (best, top)) if on)
+        for ref, top in zip(df["reference"], front, strict=True)
     ]
     return html_table(rows, caption=f"Quality against {df['model'].iloc[0]} (the reference)")
 
