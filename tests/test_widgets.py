@@ -383,6 +383,7 @@ def test_quality_of_the_variants_in_a_table_and_a_pareto_chart(library, text_fil
     assert "reference" in table
     assert "★ Pareto front (speed)" in table
     assert bytes(bench.quality_plot.value).startswith(b"\x89PNG")
+    assert bench.quality_plot.layout.display == ""  # hidden until then
     assert done[-1] == bench.progress.max == 3  # one chunk per model
     assert bench.progress.description == "Chunks"
     assert "Done: 3 variants against tiny-llama-F32" in bench.status.value
@@ -410,6 +411,7 @@ def test_cancel_stops_the_quality_run(library, text_file):
     assert "Quality run cancelled" in bench.status.value
     assert bench.quality_results.empty
     assert bench.quality_table.value == ""
+    assert bench.quality_plot.layout.display == "none"
 
 
 def test_quality_errors_are_shown_in_the_panel(library):

@@ -66,6 +66,17 @@ def png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def chart_image() -> widgets.Image:
+    """An image for a PNG chart, hidden until it has one (an empty image shows as broken)."""
+    return widgets.Image(format="png", layout={"align_self": "flex-start", "display": "none"})
+
+
+def show_png(image: widgets.Image, data: bytes) -> None:
+    """Show ``data`` in ``image`` (see :func:`chart_image`)."""
+    image.value = data
+    image.layout.display = ""
+
+
 def figure_png(runs: pd.DataFrame) -> bytes:
     """:func:`offgrid_nb.bench.plot_comparison` of ``runs`` as PNG bytes."""
     return png(plot_comparison(runs))
@@ -184,7 +195,7 @@ class BenchmarkPanel(Panel):
         self.cancel_button = widgets.Button(description="Cancel", icon="stop")
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="Models")
         self.table = widgets.HTML()
-        self.plot = widgets.Image(format="png", layout={"align_self": "flex-start"})
+        self.plot = chart_image()
         self.status = StatusLine()
         self.runs = pd.DataFrame()
         self._quality_widgets(repo, reference, quants, text, n_ctx, chunks, speed)
@@ -255,7 +266,7 @@ class BenchmarkPanel(Panel):
             options=sorted(DATASETS),
             description="Text",
             style=WIDE,
-            placeholder="built-in sample; a text file or a dataset",
+            placeholder="sample; a file, wikitext-2",
             ensure_option=False,
         )
         self.n_ctx = widgets.BoundedIntText(
@@ -271,7 +282,7 @@ class BenchmarkPanel(Panel):
             tooltip="Perplexity and KL-divergence of each variant against the reference",
         )
         self.quality_table = widgets.HTML()
-        self.quality_plot = widgets.Image(format="png", layout={"align_self": "flex-start"})
+        self.quality_plot = chart_image()
         self.quality_results = pd.DataFrame()
 
     def refresh(self, models: Sequence[str | os.PathLike[str]] = ()) -> None:
@@ -364,7 +375,7 @@ class BenchmarkPanel(Panel):
         self.quality_results = df
         with self.quality_table.hold_sync(), self.quality_plot.hold_sync():
             self.quality_table.value = quality_table(df)
-            self.quality_plot.value = png(plot_quality(df))
+            show_png(self.quality_plot, png(plot_quality(df)))
         self.progress.value = self.progress.max
         variants = f"{len(df)} variant{'' if len(df) == 1 else 's'}"
         self.status.show(f"Done: {variants} against {df['model'].iloc[0]}.")
@@ -414,5 +425,5 @@ class BenchmarkPanel(Panel):
         """Keep ``runs`` and draw their table and chart (runs with figures only)."""
         self.runs = runs
         if "error" not in runs or runs["error"].isna().any():
-            self.plot.value = figure_png(runs)
+            show_png(self.plot, figure_png(runs))
             self.table.value = summary_table(runs)
