@@ -210,14 +210,18 @@ export function QualitySection(props: { model: QualityModel }): JSX.Element {
         )}
         <label>
           reference
-          <select aria-label="reference" {...field('reference')}>
-            <option value="">largest file</option>
-            {(useRepo ? [] : chosen).map(id => (
-              <option key={id} value={id}>
-                {id}
-              </option>
-            ))}
-          </select>
+          {useRepo ? (
+            <input aria-label="reference" placeholder="largest file" {...field('reference')} />
+          ) : (
+            <select aria-label="reference" {...field('reference')}>
+              <option value="">largest file</option>
+              {chosen.map(id => (
+                <option key={id} value={id}>
+                  {id}
+                </option>
+              ))}
+            </select>
+          )}
         </label>
         <label>
           context <input className="jp-mod-styled" {...number('n_ctx', 16)} />
