@@ -7,7 +7,8 @@
 import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { requestAPI } from './request';
+import { localVariants, qualityBody } from './quality';
+import { requestAPI, streamAPI } from './request';
 import {
   ApiError,
   FINISHED_STATUSES,
@@ -15,6 +16,8 @@ import {
   IBenchmarkRun,
   IDownloadJob,
   ILocalModel,
+  IQualityJob,
+  IQualityOptions,
   ISearchQuery,
   ISearchResponse,
   ISearchResult,
@@ -228,13 +231,122 @@ export class OffgridModel {
   private _poll: Poll;
 }
 
+/**
+ * Quality runs of one model's variants: the server runs them as jobs, so a reopened tab finds
+ * its last one again (and follows it while it runs).
+ */
+export class QualityModel {
+  /** The local variants of the model (itself included), largest first. */
+  variants: ILocalModel[] = [];
+  /** The model's Hub repo, when the library knows it. */
+  repo: string | null = null;
+  /** The last run of these variants (or of the repo). */
+  job: IQualityJob | null = null;
+  error: ApiError | null = null;
+
+  constructor(readonly modelName: string) {}
+
+  /** Emitted whenever variants, the job or the error change. */
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** Whether the job has not ended. */
+  get running(): boolean {
+    return this.job !== null && !FINISHED_STATUSES.includes(this.job.status);
+  }
+
+  /** Load the local variants and the last kept run of them; follow it if it still runs. */
+  async load(): Promise<void> {
+    try {
+      const [models, jobs] = await Promise.all([
+        requestAPI<{ data: ILocalModel[] }>('models?details=true'),
+        requestAPI<{ data: IQualityJob[] }>('quality')
+      ]);
+      this.variants = localVariants(this.modelName, models.data);
+      this.repo = this.variants.find(v => v.id === this.modelName)?.repo_id ?? null;
+      const mine = jobs.data.filter(job => this._isMine(job));
+      this.job = mine.length > 0 ? mine[mine.length - 1] : null;
+      this.error = null;
+    } catch (reason) {
+      this.error = asApiError(reason);
+    }
+    this._changed.emit();
+    if (this.running) {
+      await this._follow(this.job!.id);
+    }
+  }
+
+  /** Start a run on the server and follow its progress until it ends. */
+  async start(options: IQualityOptions): Promise<void> {
+    this.error = null;
+    try {
+      this.job = await requestAPI<IQualityJob>('quality', json('POST', qualityBody(options)));
+    } catch (reason) {
+      this.error = asApiError(reason);
+      this._changed.emit();
+      return;
+    }
+    this._changed.emit();
+    await this._follow(this.job.id);
+  }
+
+  /** Ask the server to stop the run (at its next decode). */
+  async cancel(): Promise<void> {
+    if (this.job === null) {
+      return;
+    }
+    try {
+      this.job = await requestAPI<IQualityJob>(`quality/${this.job.id}`, json('DELETE'));
+    } catch (reason) {
+      this.error = asApiError(reason);
+    }
+    this._changed.emit();
+  }
+
+  /** Stop following the run (the tab closed; the run goes on in the server). */
+  dispose(): void {
+    this._abort.abort();
+  }
+
+  private _isMine(job: IQualityJob): boolean {
+    const model = job.request.model;
+    return Array.isArray(model) ? model.includes(this.modelName) : model === this.repo;
+  }
+
+  /** The job's events (its JSON whenever it changed) until it ends. */
+  private async _follow(id: string): Promise<void> {
+    try {
+      await streamAPI(`quality/${id}/events`, { method: 'GET', signal: this._abort.signal }, data => {
+        if (data !== '[DONE]') {
+          this.job = JSON.parse(data) as IQualityJob;
+          this._changed.emit();
+        }
+      });
+    } catch (reason) {
+      if (!this._abort.signal.aborted) {
+        this.error = asApiError(reason);
+        this._changed.emit();
+      }
+    }
+  }
+
+  private _abort = new AbortController();
+  private _changed = new Signal<this, void>(this);
+}
+
 /** Benchmark runs of one model: the server keeps them, so a reopened tab shows them again. */
 export class BenchmarkModel {
   runs: IBenchmarkRun[] = [];
   running = false;
   error: ApiError | null = null;
+  /** Quality runs of the model's variants (its changes are this model's changes too). */
+  readonly quality: QualityModel;
 
-  constructor(readonly modelName: string) {}
+  constructor(readonly modelName: string) {
+    this.quality = new QualityModel(modelName);
+    this.quality.changed.connect(() => this._changed.emit());
+  }
 
   /** Emitted whenever runs, running or error change. */
   get changed(): ISignal<this, void> {

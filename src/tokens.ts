@@ -143,6 +143,65 @@ export interface IBenchmarkOptions {
   iterations: number;
 }
 
+/** One variant's row of a quality table (`offgrid_nb.quality.quality`); null: not measured. */
+export interface IQualityRow {
+  model: string;
+  quant: string | null;
+  file_size_mb: number;
+  bits_per_weight: number;
+  reference: boolean;
+  ppl: number;
+  ppl_err: number;
+  ln_ppl_ratio: number;
+  kld: number;
+  kld_err: number;
+  kld_p99: number;
+  same_top_pct: number;
+  same_top_err: number;
+  tokens_scored: number;
+  chunks: number;
+  prompt_tokens_per_sec?: number | null;
+  generation_tokens_per_sec?: number | null;
+  memory_used_mb?: number | null;
+}
+
+/** A quality run of the server (`/v1/quality[/{id}]`): queued, running, then its table. */
+export interface IQualityJob {
+  id: string;
+  kind: string;
+  status: string;
+  request: {
+    model: string | string[];
+    n_ctx: number;
+    chunks: number | null;
+    dataset: string | null;
+    text_chars: number | null;
+    quants: string[] | null;
+    reference: string | null;
+    speed: boolean;
+  };
+  progress: { model: string; done: number; total: number; ppl: number | null } | null;
+  result: IQualityRow[] | null;
+  error: IApiErrorBody | null;
+}
+
+/** What a quality run measures: local variants (by name) or a Hub repo's, and on what text. */
+export interface IQualityOptions {
+  /** Local model names, or a Hub repo id (its variants are downloaded). */
+  model: string | string[];
+  n_ctx: number;
+  /** Chunks to score; 0: all. */
+  chunks: number;
+  speed: boolean;
+  /** Empty: the largest file. */
+  reference: string;
+  /** Comma-separated quantizations; empty: all. */
+  quants: string;
+  /** `sample` (built in), a dataset name (`wikitext-2`), or `text` (then `text` is sent). */
+  source: string;
+  text: string;
+}
+
 /** One message of a chat. */
 export interface IChatMessage {
   role: 'user' | 'assistant';

@@ -294,3 +294,51 @@ def test_sidebar_search_download_reload_chat_benchmark(throttled_hub, jupyter_la
     finally:
         shoot(page, "sidebar-99-last")
         shutil.copy(jupyter_lab.log, ARTIFACTS / "jupyterlab-sidebar.log")
+
+
+def test_sidebar_quality_of_the_local_variants(hub, jupyter_lab, page, tiny_model):
+    """The Benchmark tab measures the model's local variants against the largest: a table
+    and the Pareto chart (screenshot ``sidebar-quality.png``)."""
+    from offgrid_nb.corpus import sample_text
+    from offgrid_nb.synthetic import quantize
+
+    folder = Path(os.environ["OFFGRID_MODELS_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tiny_model, folder / "tiny-llama-F32.gguf")
+    for quant in ("Q8_0", "Q4_K_M", "Q2_K"):
+        quantize(tiny_model, folder / f"tiny-llama-{quant}.gguf", quant)
+    ascii_text = sample_text()[:6000].encode("ascii", "ignore").decode()  # generated models
+    try:
+        page.goto(jupyter_lab.page("lab"))
+        sidebar = open_sidebar(page)
+        local = by_id(sidebar, "offgrid-local-model").filter(has_text="tiny-llama-Q8_0")
+        local.get_by_role("button", name="Benchmark").click()
+        quality = by_id(page.locator(".offgrid-Benchmark"), "offgrid-quality")
+        variants = by_id(quality, "offgrid-quality-variant")
+        variants.first.wait_for(timeout=WAIT_MS)
+        assert variants.count() == 4
+        quality.get_by_label("context").fill("64")
+        quality.get_by_label("chunks").fill("2")
+        quality.get_by_label("text", exact=True).select_option("text")
+        quality.get_by_label("text to measure on").fill(ascii_text)
+        by_id(quality, "offgrid-quality-run").click()
+        by_id(quality, "offgrid-quality-job").wait_for(timeout=WAIT_MS)
+        table = by_id(quality, "offgrid-quality-results")
+        table.wait_for(timeout=WAIT_MS)
+        rows = table.locator("tbody tr")
+        assert rows.count() == 4
+        assert rows.first.inner_text().startswith("F32 (reference)")
+        chart = by_id(quality, "offgrid-quality-chart")
+        points = by_id(chart, "offgrid-quality-point")
+        assert points.count() == 4
+        front = chart.locator('[data-front="true"]')
+        assert front.filter(has_text="F32 (ref)").count() == 1  # KLD 0: always on the front
+        assert chart.locator("polyline").count() == 1
+        assert "generation tokens/s" in chart.text_content()
+        assert {p.text_content() for p in points.all()} == {"F32 (ref)", "Q8_0", "Q4_K_M", "Q2_K"}
+        quality.scroll_into_view_if_needed()
+        shoot(quality, "sidebar-quality")
+        assert page.locator('[data-testid="offgrid-error"]').count() == 0
+    finally:
+        shoot(page, "sidebar-quality-99-last")
+        shutil.copy(jupyter_lab.log, ARTIFACTS / "jupyterlab-quality.log")

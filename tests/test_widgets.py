@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from offgrid_nb import clear_cache, fit
+from offgrid_nb.corpus import sample_text
 from offgrid_nb.devices import Device, list_devices
 from offgrid_nb.mirror import MirrorServer
 from offgrid_nb.synthetic import quantize
@@ -347,6 +348,83 @@ def test_benchmark_needs_a_model(library):
     bench.run()
     assert bench.status.kind == "error"
     assert "Select at least one model" in bench.status.value
+
+
+# --- quality ------------------------------------------------------------------------------------
+
+# generated models have ASCII byte tokens only
+ASCII_TEXT = sample_text()[:6000].encode("ascii", "ignore").decode()
+QUALITY = {"text": "", "n_ctx": 64, "chunks": 1, "prompt_tokens": 16, "output_tokens": 4}
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text(ASCII_TEXT)
+    return path
+
+
+def test_quality_of_the_variants_in_a_table_and_a_pareto_chart(library, text_file):
+    q2 = quantize(library[0], library[0].parent / "tiny-llama-Q2_K.gguf", "Q2_K")
+    bench = BenchmarkPanel([*library, q2], **{**QUALITY, "text": text_file}, iterations=1)
+    done = changes(bench.progress)
+    bench.quality_button.click()
+    assert bench.quality_button.disabled
+    assert bench.run_button.disabled
+    assert bench.wait(TIMEOUT)
+
+    df = bench.quality_results
+    assert list(df["quant"]) == ["F32", "Q8_0", "Q2_K"]  # the largest file is the reference
+    assert df.iloc[2]["kld"] > 0
+    table = bench.quality_table.value
+    assert body_rows(table) == 3
+    for header in ("PPL", "KLD", "Same top (%)", "Generation tokens/s", "Memory (MB)"):
+        assert f">{header}</th>" in table
+    assert "reference" in table
+    assert "★ Pareto front (speed)" in table
+    assert bytes(bench.quality_plot.value).startswith(b"\x89PNG")
+    assert bench.quality_plot.layout.display == ""  # hidden until then
+    assert done[-1] == bench.progress.max == 3  # one chunk per model
+    assert bench.progress.description == "Chunks"
+    assert "Done: 3 variants against tiny-llama-F32" in bench.status.value
+    assert not bench.quality_button.disabled
+    assert bench.cancel_button.disabled
+
+
+def test_quality_of_a_repos_variants_downloads_them(gguf_hub, text_file):
+    bench = BenchmarkPanel(repo="offgrid-test/fit-GGUF", quants="Q8_0, Q2_K", speed=False,
+                           **{**QUALITY, "text": text_file})  # fmt: skip
+    bench.measure_quality()
+    assert bench.wait(TIMEOUT)
+    assert list(bench.quality_results["quant"]) == ["Q8_0", "Q2_K"]
+    assert ">Generation tokens/s</th>" not in bench.quality_table.value
+    assert "★ Pareto front (size)" in bench.quality_table.value
+    assert bytes(bench.quality_plot.value).startswith(b"\x89PNG")
+    assert bench.status.kind == "note"
+
+
+def test_cancel_stops_the_quality_run(library, text_file):
+    bench = BenchmarkPanel(library, **{**QUALITY, "text": text_file})
+    bench.progress.observe(lambda _: bench.cancel_button.click(), "value")
+    bench.measure_quality()
+    assert bench.wait(TIMEOUT)
+    assert "Quality run cancelled" in bench.status.value
+    assert bench.quality_results.empty
+    assert bench.quality_table.value == ""
+    assert bench.quality_plot.layout.display == "none"
+
+
+def test_quality_errors_are_shown_in_the_panel(library):
+    bench = BenchmarkPanel(library, **QUALITY)  # the built-in sample is not ASCII
+    bench.measure_quality()
+    assert bench.wait(TIMEOUT)
+    assert bench.status.kind == "error"
+    assert "no tokens for non-ASCII text" in bench.status.value
+    assert not bench.quality_button.disabled
+
+    empty = BenchmarkPanel()
+    empty.measure_quality()
+    assert "Select the variants of one model, or give a Hub repo" in empty.status.value
 
 
 # --- the app --------------------------------------------------------------------------------------

@@ -2,10 +2,10 @@
  * The model layer against a mocked `requestAPI` / `streamAPI` (as jupyterlab-git mocks git.ts).
  */
 import { ChatModel } from '../chat/model';
-import { BenchmarkModel, OffgridModel, POLL_BUSY_MS, POLL_IDLE_MS } from '../model';
+import { BenchmarkModel, OffgridModel, POLL_BUSY_MS, POLL_IDLE_MS, QualityModel } from '../model';
 import { parseEvents } from '../events';
 import { requestAPI, streamAPI } from '../request';
-import { ApiError, IDownloadJob } from '../tokens';
+import { ApiError, IDownloadJob, IQualityJob } from '../tokens';
 
 jest.mock('../request', () => ({
   requestAPI: jest.fn(),
@@ -183,6 +183,75 @@ describe('BenchmarkModel', () => {
     expect(body).toEqual({ model: 'm', prompt_tokens: 8, output_tokens: 4, iterations: 1 });
     expect(bench.runs.map(r => r.id)).toEqual(['r1', 'r2']);
     expect(bench.running).toBe(false);
+  });
+});
+
+describe('QualityModel', () => {
+  const variants = [
+    { id: 'tiny-Q8_0', size: 20, quantization: 'Q8_0', repo_id: null },
+    { id: 'tiny-F32', size: 80, quantization: 'F32', repo_id: null },
+    { id: 'other-Q8_0', size: 30, quantization: 'Q8_0', repo_id: null }
+  ];
+  function qjob(status: string, model: string | string[] = ['tiny-F32', 'tiny-Q8_0']): IQualityJob {
+    return {
+      id: 'q1',
+      kind: 'quality',
+      status,
+      request: { model, n_ctx: 64, chunks: 1, dataset: null, text_chars: 9, quants: null, reference: null, speed: true },
+      progress: status === 'queued' ? null : { model: 'tiny-F32', done: 1, total: 1, ppl: 9.5 },
+      result: status === 'done' ? [] : null,
+      error: null
+    };
+  }
+
+  it('posts the local variants and follows the job until its table arrives', async () => {
+    answer({ 'GET models': { data: variants }, 'GET quality': { data: [] }, 'POST quality': qjob('queued') });
+    mockStream.mockImplementation(async (_endPoint, _init, onData) => {
+      onData(JSON.stringify(qjob('running')));
+      onData(JSON.stringify(qjob('done')));
+      onData('[DONE]');
+    });
+    const quality = new QualityModel('tiny-Q8_0');
+    const statuses: string[] = [];
+    quality.changed.connect(() => statuses.push(quality.job?.status ?? 'none'));
+    await quality.load();
+    expect(quality.variants.map(v => v.id)).toEqual(['tiny-F32', 'tiny-Q8_0']);
+    expect(quality.job).toBeNull();
+
+    const options = { n_ctx: 64, chunks: 1, speed: true, reference: '', quants: '', source: 'text', text: 'Some text' };
+    await quality.start({ ...options, model: ['tiny-F32', 'tiny-Q8_0'] });
+    const body = JSON.parse(mockRequest.mock.calls[2][1]!.body as string);
+    expect(body).toEqual({ model: ['tiny-F32', 'tiny-Q8_0'], n_ctx: 64, chunks: 1, speed: true, text: 'Some text' });
+    expect(mockStream.mock.calls[0][0]).toBe('quality/q1/events');
+    expect(statuses).toEqual(['none', 'queued', 'running', 'done']);
+    expect(quality.running).toBe(false);
+    expect(quality.job?.result).toEqual([]);
+  });
+
+  it('finds its running job again, follows it, and cancels it', async () => {
+    answer({
+      'GET models': { data: variants },
+      'GET quality': { data: [qjob('done', ['other-Q8_0']), qjob('running')] },
+      'DELETE quality/q1': qjob('cancelling')
+    });
+    mockStream.mockImplementation(async () => undefined); // the job goes on
+    const quality = new QualityModel('tiny-F32');
+    await quality.load();
+    expect(quality.job?.status).toBe('running');
+    expect(mockStream.mock.calls[0][0]).toBe('quality/q1/events');
+    await quality.cancel();
+    expect(quality.job?.status).toBe('cancelling');
+    expect(quality.running).toBe(true);
+  });
+
+  it('shows a refused run in place', async () => {
+    answer({ 'POST quality': new ApiError('No local model named x', 404, 'list them') });
+    const quality = new QualityModel('x');
+    const options = { n_ctx: 64, chunks: 0, speed: false, reference: '', quants: '', source: 'sample', text: '' };
+    await quality.start({ ...options, model: ['x'] });
+    expect(quality.error?.hint).toBe('list them');
+    expect(quality.job).toBeNull();
+    expect(mockStream).not.toHaveBeenCalled();
   });
 });
 

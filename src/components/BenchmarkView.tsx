@@ -1,5 +1,6 @@
 /**
- * A benchmark tab: options, the runs the server kept for the model, and a plain SVG bar chart.
+ * A benchmark tab: options, the runs the server kept for the model, and a plain SVG bar chart;
+ * then the quality of the model's variants (QualitySection).
  */
 import { MainAreaWidget } from '@jupyterlab/apputils';
 import { Button } from '@jupyterlab/ui-components';
@@ -9,6 +10,7 @@ import { BenchmarkModel } from '../model';
 import { modelTab } from '../tab';
 import { IBenchmarkOptions, IBenchmarkRun } from '../tokens';
 import { ErrorNote } from './ErrorNote';
+import { QualitySection } from './QualitySection';
 
 /** Horizontal bars of generation speed, one per run (the chart the issue asks: no library). */
 export function SpeedChart(props: { runs: IBenchmarkRun[] }): JSX.Element | null {
@@ -114,6 +116,7 @@ function BenchmarkView(props: { model: BenchmarkModel }): JSX.Element {
         </table>
       )}
       <SpeedChart runs={model.runs} />
+      <QualitySection model={model.quality} />
     </div>
   );
 }
@@ -125,5 +128,7 @@ export function createBenchmarkWidget(modelName: string): MainAreaWidget {
     <BenchmarkView model={model} />
   ));
   void model.load();
+  void model.quality.load();
+  widget.disposed.connect(() => model.quality.dispose());
   return widget;
 }

@@ -5,6 +5,7 @@ import { formatBytes, formatDuration } from '../format';
 import { OffgridModel } from '../model';
 import { FINISHED_STATUSES, IDownloadJob } from '../tokens';
 import { ErrorNote } from './ErrorNote';
+import { ProgressBar } from './ProgressBar';
 
 /** The server's download jobs, newest first: they go on across kernel restarts and reloads. */
 export function DownloadsSection(props: { model: OffgridModel }): JSX.Element {
@@ -32,16 +33,7 @@ function JobRow(props: { model: OffgridModel; job: IDownloadJob }) {
       <div className="offgrid-JobName" title={`${job.repository}/${job.file_name}`}>
         {job.file_name}
       </div>
-      <div
-        className="offgrid-Progress"
-        role="progressbar"
-        aria-valuemin={0}
-        aria-valuemax={100}
-        aria-valuenow={percent}
-        data-testid="offgrid-progress"
-      >
-        <div className={`offgrid-ProgressBar offgrid-Status-${job.status}`} style={{ width: `${percent}%` }} />
-      </div>
+      <ProgressBar percent={percent} status={job.status} />
       <div className="offgrid-Hint">
         {job.status} · {percent}% · {formatBytes(job.bytes)} / {formatBytes(job.total)}
         {!finished && ` · ${formatBytes(job.speed)}/s · ETA ${formatDuration(job.eta)}`}
