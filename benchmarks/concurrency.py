@@ -16,6 +16,10 @@ llama-server.
 
     python benchmarks/concurrency.py [--model PATH] [--rounds 5] [--llama-server PATH]
 
+``--kv-layouts`` adds the other KV layout on each side: ``offgrid serve --parallel 4`` with
+``OFFGRID_KV_UNIFIED=1`` (one buffer for all slots, llama-server's default) and ``llama-server
+-np 4 --no-kv-unified`` (a stream per slot, our default).
+
 Default model: the real one (google/gemma-3-270m Q4_K_M, ``offgrid_nb.bundled_model``).
 Context: ``--ctx`` tokens per slot on every server.
 """
@@ -45,6 +49,7 @@ PROMPTS = [
     "In 1492, Columbus", "The quick brown fox",
 ]  # fmt: skip
 LEVELS = (1, 2, 4, 8)
+LLAMA_SERVER = "llama-server -np 4"  # its default KV layout: one buffer for all slots
 
 
 class Server:
@@ -132,6 +137,12 @@ def main() -> None:
     parser.add_argument("--ctx", type=int, default=1024, help="context per slot")
     parser.add_argument("--llama-server", type=Path, help="default: llama-server on PATH")
     parser.add_argument(
+        "--kv-layouts",
+        action="store_true",
+        help="also the other KV layout on each side: offgrid with OFFGRID_KV_UNIFIED=1, "
+        "llama-server with --no-kv-unified (a KV stream per slot, as ours by default)",
+    )
+    parser.add_argument(
         "--before", type=Path, help="also serve an older offgrid_nb tree (e.g. `git archive`)"
     )
     args = parser.parse_args()
@@ -155,6 +166,11 @@ def main() -> None:
             port = free_port()
             command = [*ours, "--port", str(port), "--parallel", str(parallel)]
             servers.append(Server(f"offgrid -parallel {parallel}", command, port, env))
+        if args.kv_layouts:
+            port = free_port()
+            command = [*ours, "--port", str(port), "--parallel", "4"]
+            unified = {**env, "OFFGRID_KV_UNIFIED": "1"}
+            servers.append(Server("offgrid -parallel 4 unified", command, port, unified))
         if args.before:  # its own `offgrid serve` (no --parallel, threads: physical cores)
             port = free_port()
             before_env = {**env, "PYTHONPATH": str(args.before)}
@@ -162,15 +178,19 @@ def main() -> None:
             # run from that tree: `python -m` puts the working directory first on the path
             servers.append(Server("offgrid before", command, port, before_env, args.before))
         if binary:
-            port = free_port()
-            command = [
-                str(binary), "-m", str(model), "-np", "4", "-c", str(4 * args.ctx),
-                "-t", str(args.threads), "-tb", str(args.threads), "-fa", "off",
-                "--host", "127.0.0.1", "--port", str(port),
-            ]  # fmt: skip
             lib = str(Path(binary).resolve().parent)
             server_env = {**env, "LD_LIBRARY_PATH": lib}
-            servers.append(Server("llama-server -np 4", command, port, server_env))
+            layouts = {LLAMA_SERVER: []}
+            if args.kv_layouts:
+                layouts = {f"{LLAMA_SERVER} streams": ["--no-kv-unified"], **layouts}
+            for label, extra in layouts.items():
+                port = free_port()
+                command = [
+                    str(binary), "-m", str(model), "-np", "4", "-c", str(4 * args.ctx),
+                    "-t", str(args.threads), "-tb", str(args.threads), "-fa", "off",
+                    "--host", "127.0.0.1", "--port", str(port), *extra,
+                ]  # fmt: skip
+                servers.append(Server(label, command, port, server_env))
         for server in servers:  # warm up: load the model, touch the weights
             measure(server, name, 4, 8)
         rows: dict[tuple[str, int], list[tuple[float, float]]] = {}
@@ -191,8 +211,8 @@ def main() -> None:
 def report(rows, servers, args, model, binary: bool) -> None:
     print(f"model {model.name}, {args.threads} threads, {args.tokens} tokens per client, "
           f"{args.ctx} context per slot, medians of {args.rounds} interleaved rounds")  # fmt: skip
-    header = f"{'server':<22}{'clients':>8}{'tok/s':>9}{'1st tok ms':>12}{'x base':>8}"
-    reference = servers[-1].name if binary else None
+    header = f"{'server':<28}{'clients':>8}{'tok/s':>9}{'1st tok ms':>12}{'x base':>8}"
+    reference = LLAMA_SERVER if binary else None
     names = [server.name for server in servers]
     baseline = "offgrid before" if "offgrid before" in names else names[0]
     print(f"x base: against {baseline}")
@@ -203,7 +223,7 @@ def report(rows, servers, args, model, binary: bool) -> None:
         base = median[(baseline, clients)][0]
         for server in servers:
             speed, first = median[(server.name, clients)]
-            line = f"{server.name:<22}{clients:>8}{speed:>9.1f}{first * 1000:>12.0f}"
+            line = f"{server.name:<28}{clients:>8}{speed:>9.1f}{first * 1000:>12.0f}"
             line += f"{speed / base:>8.2f}"
             if reference:
                 line += f"{speed / median[(reference, clients)][0]:>16.2f}"
