@@ -115,8 +115,8 @@ def log_softmax_rows(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     40% of its cost).
 
     The rows are shared among :func:`_row_threads` (numpy frees the GIL for its loops), as
-    llama-perplexity's ``process_logits`` shares them among its threads: on a 262k vocabulary
-    this is a quarter of a chunk's time on one core of this machine.
+    llama-perplexity's ``process_logits`` shares them among its threads (on one core, a
+    262k-vocabulary chunk of 512 takes ~0.2 s to score beside ~3 s to decode on two).
     """
     cores = _cores()
     if len(logits) < 2 or cores < 2:
