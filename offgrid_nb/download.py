@@ -84,12 +84,13 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_CONNECTIONS = 64
 RAMP_START = 2  # connections the adaptive default (_Ramp) starts with...
 RAMP_CAP = 16  # ...and doubles up to
-RAMP_INTERVAL = 0.25  # seconds of transfer each count is measured over
+RAMP_INTERVAL = 0.2  # seconds of transfer each count is measured over
 RAMP_GAIN = 1.1  # a doubling that raised the speed less than this (+10%) is undone
 RAMP_CPU = 0.85  # of one core: the download's threads using more are the limit, not the link
 MIN_PART = 16 << 20  # bytes: no part is smaller, so a file under 16 MiB is one request
 MAX_PART = 64 << 20  # nor bigger: the prefix hash trails the parts in flight by ~connections parts
 PARTS_PER_CONNECTION = 4  # so parts in flight at the end (hashed after the last byte) are ~1/4
+MIN_SPLIT = 2 << 20  # bytes: a part in flight with twice this left is halved for an idle connection
 SAVE_INTERVAL = 0.05  # seconds between sidecar rewrites while bytes arrive...
 SAVE_BYTES = 8 << 20  # ...or sooner, after this many bytes: a kill loses at most about this much
 HASH_BUDGET = 8 << 20  # bytes hashed between two sidecar rewrites, so neither waits long
@@ -322,6 +323,27 @@ class _Part:
     end: int | None
 
 
+def _split(active: list[_Part]) -> _Part | None:
+    """The second half of the part in ``active`` with the most bytes left (that part now ends
+    there), ``None`` if none has twice :data:`MIN_SPLIT` left.
+
+    So no connection idles while a slow one still has far to go: on a link that caps each
+    connection, the last parts would otherwise end one by one at one connection's speed. The
+    part's own request then stops at its new end; the halves are at least :data:`MIN_SPLIT`,
+    more than one socket read, so its connection never writes past it.
+    """
+    known = [part for part in active if part.end is not None]
+    if not known:
+        return None
+    part = max(known, key=lambda p: p.end - p.start)  # type: ignore[operator]
+    left = part.end - part.start  # type: ignore[operator]
+    if left < 2 * MIN_SPLIT:
+        return None
+    half = _Part(part.start + left // 2, part.end)
+    part.end = half.start
+    return half
+
+
 def _parts(have: list[Span], size: int | None, connections: int) -> list[_Part]:
     """What ``have`` misses of a file of ``size`` bytes, cut for ``connections`` connections.
 
@@ -413,10 +435,11 @@ class _PrefixHash:
     """sha256 of a partial from byte 0, fed as its gapless prefix grows.
 
     The bytes are read back from the file (from the page cache: the prefix trails the parts in
-    flight), a little after every chunk by the connection that wrote it (so hashing keeps pace
-    with the download even when the CPU is the limit) and by the download's thread when idle;
-    after the last byte only the parts that were still in flight are left to hash. Measured
-    against one pass after the download in ``benchmarks/download_throughput.py``.
+    flight) by the download's thread while the connections receive (``hashlib`` and the reads
+    release the GIL, so on a machine with a core to spare the hash costs the download nothing;
+    connections that hashed what they wrote would stop receiving meanwhile); after the last byte
+    only the parts that were still in flight are left to hash. Measured against one pass after
+    the download in ``benchmarks/download_throughput.py``. One thread uses it.
     """
 
     def __init__(self, path: Path) -> None:
@@ -425,51 +448,42 @@ class _PrefixHash:
         self.hashed = 0
         self._block = bytearray(READ_SIZE)
         self._file: BinaryIO | None = None
-        self._lock = threading.Lock()
 
-    def update(self, upto: int, budget: int | None = None, *, wait: bool = True) -> int:
+    def update(self, upto: int, budget: int | None = None) -> int:
         """Hash the bytes before ``upto`` not hashed yet, at most ``budget`` of them.
 
         Args:
             upto: the end of the gapless prefix on disk.
             budget: bytes to hash at most (``None``: all).
-            wait: if another thread is hashing, wait for it (else return 0 at once).
 
         Returns:
             How many bytes were hashed.
         """
-        if not self._lock.acquire(blocking=wait):
-            return 0
-        try:
-            stop = upto if budget is None else min(upto, self.hashed + budget)
-            first = self.hashed
-            if stop > first and self._file is None:
-                self._file = self.path.open("rb", buffering=0)
-            view = memoryview(self._block)
-            while self.hashed < stop and self._file is not None:
-                n = self._file.readinto(view[: min(len(view), stop - self.hashed)])
-                if not n:  # shorter than the ranges on disk say: the size check will tell
-                    break
-                self.hasher.update(view[:n])
-                self.hashed += n
-            return self.hashed - first
-        finally:
-            self._lock.release()
+        stop = upto if budget is None else min(upto, self.hashed + budget)
+        first = self.hashed
+        if stop > first and self._file is None:
+            self._file = self.path.open("rb", buffering=0)
+        view = memoryview(self._block)
+        while self.hashed < stop and self._file is not None:
+            n = self._file.readinto(view[: min(len(view), stop - self.hashed)])
+            if not n:  # shorter than the ranges on disk say: the size check will tell
+                break
+            self.hasher.update(view[:n])
+            self.hashed += n
+        return self.hashed - first
 
     def close(self) -> None:
         """Close the file (a partial can then be renamed or deleted, on Windows too)."""
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 @dataclass
 class _Partial:
     """The bytes of one file received so far (``<final>.part``) and what they are.
 
-    Worker threads call :meth:`begin`, :meth:`add` and ``digest.update``; the rest runs in the
-    download's thread.
+    Worker threads call :meth:`begin` and :meth:`add`; the rest runs in the download's thread.
     """
 
     final: Path
@@ -741,16 +755,28 @@ class _Download:
         says so. The first failure stops every part."""
         ramp = _Ramp(RAMP_CAP) if connections is None else _Ramp(connections, connections)
         parts = deque(_parts(partial.have, partial.remote.size, ramp.cap))
+        active: list[_Part] = []  # parts being fetched
+        taking = threading.Lock()
         stop = threading.Event()
         failures: list[BaseException] = []
         threads: list[threading.Thread] = []
 
+        def take(done: _Part | None) -> _Part | None:
+            """The next part to fetch: from the queue, else half of one in flight."""
+            with taking:
+                if done is not None:
+                    active.remove(done)
+                part = parts.popleft() if parts else _split(active)
+                if part is not None:
+                    active.append(part)
+                return part
+
         def work(index: int) -> None:
+            part = None
             try:
                 while not stop.is_set() and index < ramp.count:  # else the ramp undid it
-                    try:
-                        part = parts.popleft()
-                    except IndexError:
+                    part = take(part)
+                    if part is None:
                         return
                     self._fetch_part(url, partial, part, stop)
             except _Stopped:
@@ -850,7 +876,6 @@ class _Download:
                     _write_at(fd, chunk, part.start)
                     partial.add(part.start, len(chunk))
                     part.start += len(chunk)
-                    partial.digest.update(partial.prefix, 2 * len(chunk), wait=False)
                     self.check_cancel()
                     if stop.is_set():
                         raise _Stopped

@@ -535,6 +535,24 @@ def test_the_connections_setting_is_the_default(faulty, monkeypatch, small_parts
     assert len(faulty.file_requests()) == 4  # 4 parts over 2 connections
 
 
+def test_an_idle_connection_takes_half_of_the_part_with_most_left(
+    faulty, tmp_path, small_parts, monkeypatch
+):
+    faulty.faults.rate = 1_000_000  # per connection: each of the 4 parts takes about 0.26 s
+    monkeypatch.setattr(dl, "MIN_SPLIT", 32 * 1024)
+    size = len(faulty.files[FILE])
+
+    path = dl.download(REPO, FILE, connections=3)  # the last part starts when the others end
+
+    assert path.read_bytes() == faulty.files[FILE]
+    spans = asked([r.range for r in faulty.file_requests()], size)
+    assert len(spans) > 4  # the 4 parts, and halves of the last ones for idle connections
+    assert dl._merged(spans) == [(0, size)]
+    halves = [s for s in spans if any(o != s and o[0] < s[0] < o[1] for o in spans)]
+    assert halves  # each began inside a part asked for before, which then stopped there
+    assert leftovers(tmp_path / "models") == []
+
+
 @pytest.mark.parametrize("connections", [0, 65, True, 2.5])
 def test_a_bad_connection_count_fails_before_any_request(faulty, connections):
     with pytest.raises(InvalidArgumentError, match="connections must be"):
