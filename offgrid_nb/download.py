@@ -374,12 +374,13 @@ class _Ramp:
     """How many connections fetch parts at once: ``start``, then, when ``cap`` is higher, as
     many as pay.
 
-    Each count is measured over :data:`RAMP_INTERVAL` seconds, from when all its connections
-    deliver bytes. While the last doubling raised the speed by :data:`RAMP_GAIN` and the
-    download's threads use less than :data:`RAMP_CPU` of one core (the HTTP client parses in
-    Python: on a fast link the CPU, not the link, is the limit), the count doubles, up to
-    ``cap``. A doubling that did not pay is undone, and the count then stays: a link capped per
-    connection gets many, a total cap or a fast LAN few.
+    Each count is measured over :data:`RAMP_INTERVAL` seconds from when all its connections
+    deliver bytes; the first over half of it (it doubles unless the CPU is the limit, and it is
+    where a link that takes more connections loses most). While the last doubling raised the
+    speed by :data:`RAMP_GAIN` and the download's threads use less than :data:`RAMP_CPU` of one
+    core (the HTTP client parses in Python: on a fast link the CPU, not the link, is the
+    limit), the count doubles, up to ``cap``. A doubling that did not pay is undone, and the
+    count then stays: a link capped per connection gets many, a total cap or a fast LAN few.
     """
 
     def __init__(self, cap: int, start: int = RAMP_START) -> None:
@@ -399,7 +400,7 @@ class _Ramp:
             return self.count
         then, received_then, cpu_then = self._mark
         elapsed = now - then
-        if elapsed < RAMP_INTERVAL:
+        if elapsed < (RAMP_INTERVAL if self._before else RAMP_INTERVAL / 2):
             return self.count
         speed = (received - received_then) / elapsed
         busy = (cpu - cpu_then) / elapsed

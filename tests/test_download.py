@@ -749,13 +749,18 @@ def test_the_ramp_stops_where_the_cpu_is_the_limit():
     assert ramp_counts(dl._Ramp(16), phases) == [4, 4, 4]
 
 
-def test_the_ramp_measures_a_whole_interval_from_when_every_connection_delivers():
+def test_the_ramp_measures_an_interval_from_when_every_connection_delivers():
     ramp = dl._Ramp(16)
+    half = dl.RAMP_INTERVAL / 2
     assert ramp.observe(0.0, 0, 0.0, ready=False) == 2  # a connection still waits for bytes
     assert ramp.observe(1.0, MB, 0.0, ready=False) == 2
     assert ramp.observe(2.0, 2 * MB, 0.0) == 2  # measuring starts here
-    assert ramp.observe(2.0 + dl.RAMP_INTERVAL / 2, 3 * MB, 0.0) == 2  # too soon to tell
-    assert ramp.observe(2.0 + dl.RAMP_INTERVAL, 4 * MB, 0.0) == 4
+    assert ramp.observe(2.0 + half / 2, 3 * MB, 0.0) == 2  # too soon to tell
+    assert ramp.observe(2.0 + half, 4 * MB, 0.0) == 4  # the first count: half an interval
+    assert ramp.observe(3.0, 5 * MB, 0.0, ready=False) == 4  # the 2 new ones still wait
+    assert ramp.observe(4.0, 6 * MB, 0.0) == 4
+    assert ramp.observe(4.0 + half, 10 * MB, 0.0) == 4  # the others: a whole interval
+    assert ramp.observe(4.0 + dl.RAMP_INTERVAL, 12 * MB, 0.0) == 8
 
 
 @pytest.mark.parametrize(("cap", "start", "counts"), [(3, 2, [3, 3]), (5, 5, [5, 5]), (1, 1, [1])])
