@@ -6,8 +6,9 @@ How one file of a model is fetched (``final`` is ``<models_dir>/<org>/<repo>/<pa
    processes never write the same bytes; the second one waits, or fails with a clear error.
 2. The file is cut into parts (:func:`_parts`; a small file is one part) fetched with ``Range``
    over up to ``connections`` connections at once (by default as many as pay, :class:`_Ramp`),
-   one thread each, every part written in place
-   (``os.pwrite``) into ``final.part``, created at the file's full size. ``final.part.json``
+   one thread each; once none is left to start, an idle connection takes half of the part in
+   flight with the most left (:func:`_split`). Every part is written in place (``os.pwrite``)
+   into ``final.part``, created at the file's full size. ``final.part.json``
    records what the bytes are (the sha256 the Hub lists, the size, the server's ETag and
    commit) before the first byte, then which byte ranges are on disk, rewritten atomically every
    :data:`SAVE_INTERVAL` or :data:`SAVE_BYTES` while bytes arrive. A part whose connection fails
@@ -756,7 +757,7 @@ class _Download:
         says so. The first failure stops every part."""
         ramp = _Ramp(RAMP_CAP) if connections is None else _Ramp(connections, connections)
         parts = deque(_parts(partial.have, partial.remote.size, ramp.cap))
-        active: list[_Part] = []  # parts being fetched
+        active: list[_Part] = []  # parts being fetched (or done, with nothing left to split)
         taking = threading.Lock()
         stop = threading.Event()
         failures: list[BaseException] = []
