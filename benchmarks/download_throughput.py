@@ -181,7 +181,8 @@ class Ours:
 
         def progress(event: DownloadProgress) -> None:
             marks.setdefault(event.status, time.perf_counter())
-            if event.status == "downloading" and counts[-1:] != [event.connections]:
+            fetching = event.status == "downloading" and event.bytes_done  # parts started
+            if fetching and counts[-1:] != [event.connections]:
                 counts.append(event.connections)
 
         seconds = timed(
