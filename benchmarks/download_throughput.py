@@ -1,15 +1,20 @@
-"""Download throughput: ``offgrid_nb.download`` over 1-16 connections against ``curl -o`` and
-``huggingface_hub.hf_hub_download`` (Xet off), on simulated links and on bare loopback.
+"""Download throughput: ``offgrid_nb.download`` at its default (adaptive) connection count and
+at 1-16 fixed ones against ``curl -o`` and ``huggingface_hub.hf_hub_download`` (Xet off), on
+simulated links and on bare loopback.
 
 A file of random bytes (512 MB by default) is served by ``offgrid mirror`` on loopback, in its
 own process (sharing our GIL would halve our speed and measure the GIL). The link is simulated
 by the mirror's ``--rate-per-connection``, ``--rate-total`` and ``--latency-ms``:
 
   (a) 25 MB/s per connection, 30 ms per request: what one connection to a CDN often gets.
-      Target: ours at 8 connections >= 5x curl.
-  (b) the same with a 100 MB/s total cap (the link itself). Target: ours >= 0.9 of the cap.
+      Target: ours at the default >= 5x curl.
+  (b) the same with a 100 MB/s total cap (the link itself). Target: the default >= 0.95 of
+      the cap.
   (c) bare loopback, where one connection is not the limit. ``--runs`` alternating rounds,
-      medians. Target: ours at the default settings >= 0.9x curl.
+      medians. Target: the default >= 0.9x curl.
+
+The default (no ``connections``) picks its count as it goes (``offgrid_nb.download._Ramp``); the
+counts it settled at are printed with the table.
   (d) a download in a subprocess is SIGKILLed once half the file has crossed a TCP proxy in
       front of the mirror, then run again; the bytes the second run received (the wire's view,
       counted by the proxy) as a share of the file. Target: <= 55%. On links (a) and (c).
@@ -56,6 +61,7 @@ LINKS = {
     "b": ("(b) (a) + 100 MB/s in total", [*CAPPED, "--rate-total", str(TOTAL)]),
     "c": ("(c) bare loopback", []),
 }
+TARGETS = {"a": ">= 5x curl", "b": ">= 0.95 of the cap (c)", "c": ">= 0.9x curl"}
 
 
 def free_port() -> int:
@@ -154,23 +160,30 @@ def hf(url: str, work: Path) -> float:
 
 class Ours:
     """``offgrid_nb.download`` with ``connections`` (None: the default), timed; also records
-    the seconds from the last byte (the "verifying" event) to the end of the call."""
+    the seconds from the last byte (the "verifying" event) to the end of the call, and the
+    connection counts the progress events reported."""
 
     def __init__(self, connections: int | None) -> None:
         self.connections = connections
         self.tail = 0.0  # of the last run
+        self.counts: list[int] = []  # of the last run, in order, repeats dropped
 
     def __call__(self, url: str, work: Path) -> float:
         from offgrid_nb import clear_cache
-        from offgrid_nb.download import download
+        from offgrid_nb.download import DownloadProgress, download
 
         os.environ["HF_ENDPOINT"] = url
         clear_cache()  # the listing request is part of a real download
         models = work / "models"
         marks: dict[str, float] = {}
 
-        def progress(event: object) -> None:
-            marks.setdefault(event.status, time.perf_counter())  # type: ignore[attr-defined]
+        counts: list[int] = []
+
+        def progress(event: DownloadProgress) -> None:
+            marks.setdefault(event.status, time.perf_counter())
+            fetching = event.status == "downloading" and event.bytes_done  # parts started
+            if fetching and counts[-1:] != [event.connections]:
+                counts.append(event.connections)
 
         seconds = timed(
             lambda: download(
@@ -178,6 +191,7 @@ class Ours:
             )
         )
         self.tail = time.perf_counter() - marks["verifying"]
+        self.counts = counts
         shutil.rmtree(models)
         return seconds
 
@@ -232,18 +246,21 @@ def kill_at_half(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=512)
-    parser.add_argument("--runs", type=int, default=5, help="rounds on bare loopback (c)")
+    parser.add_argument("--runs", type=int, default=5, help="rounds on each link (medians)")
     args = parser.parse_args()
     if shutil.which("curl") is None:
         raise SystemExit("curl is needed for the comparison")
     size = args.size_mb * 10**6
+    default = Ours(None)
     clients: dict[str, Callable[[str, Path], float]] = {
         "curl -o": curl,
         "hf_hub_download": hf,
         **{f"offgrid_nb, {n} connection{'s' if n > 1 else ''}": Ours(n) for n in (1, 4, 8, 16)},
+        DEFAULT: default,
     }
     results: dict[str, dict[str, list[float]]] = {}
     tails: dict[str, dict[str, list[float]]] = {}  # seconds from our last byte to the end
+    counts: dict[str, list[list[int]]] = {}  # the default's connection counts, per run
     kills: dict[str, tuple[float, float, float]] = {}
 
     with tempfile.TemporaryDirectory(prefix="offgrid-bench-") as tmp:
@@ -258,28 +275,25 @@ def main() -> None:
             mirror = Mirror(work / "hub", env, link)
             file_url = f"{mirror.url}/{REPO}/resolve/main/{FILE}"
             try:
-                # capped links: the cap decides, not noise; bare loopback: the default too
-                runs, default = (args.runs, {DEFAULT: Ours(None)}) if key == "c" else (1, {})
-                measured = {**clients, **default}
-                results[key] = {name: [] for name in measured}
-                tails[key] = {name: [] for name in measured}
-                for _ in range(runs):  # alternate, so a busy moment hurts all alike
-                    for name, client in measured.items():
+                results[key] = {name: [] for name in clients}
+                tails[key] = {name: [] for name in clients}
+                counts[key] = []
+                for _ in range(args.runs):  # alternate, so a busy moment hurts all alike
+                    for name, client in clients.items():
                         url = file_url if client is curl else mirror.url
                         results[key][name].append(client(url, work))
                         if isinstance(client, Ours):
                             tails[key][name].append(client.tail)
+                        if client is default:
+                            counts[key].append(default.counts)
                 if key in ("a", "c"):
                     kills[key] = kill_at_half(mirror.url, work, size, env)
             finally:
                 mirror.stop()
         one_pass = one_pass_sha256(source)
 
-    from offgrid_nb.config import get_settings
-
-    connections = get_settings().download_connections
     print(f"file: {args.size_mb} MB of random bytes, mirror in its own process")
-    print(f"default: {connections} connections (the download_connections setting)")
+    print(f"{args.runs} alternating rounds on each link, medians")
     print(f"{'link':<36}{'client':<28}{'MB/s':>8}{'ratio':>8}  target")
     for key, (title, _) in LINKS.items():
         medians = {name: statistics.median(times) for name, times in results[key].items()}
@@ -290,17 +304,11 @@ def main() -> None:
                 ratio = f"{speed * 1e6 / TOTAL:>7.2f}c"
             else:
                 ratio = f"{base / seconds:>7.2f}x"
-            target = ""
-            if key == "a" and name.endswith(", 8 connections"):
-                target = ">= 5x curl"
-            elif key == "b" and name.endswith(", 8 connections"):
-                target = ">= 0.9 of the cap (c)"
-            elif key == "c" and name == DEFAULT:
-                target = ">= 0.9x curl"
+            target = TARGETS[key] if name == DEFAULT else ""
             label = title if i == 0 else ""
             print(f"{label:<36}{name:<28}{speed:>8.0f}{ratio:>8}  {target}")
-        if key == "c":
-            print(f"{'':<36}({args.runs} rounds, medians)")
+        runs = ", ".join("->".join(map(str, run)) for run in counts[key])
+        print(f"{'':<36}the default's connections, per run: {runs}")
     for key, (first, recorded, second) in kills.items():
         print(
             f"(d) on link {LINKS[key][0][:3]}: SIGKILL once {first:.1%} of the file crossed the"

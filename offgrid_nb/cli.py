@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--connections",
         type=_positive_int,
         metavar="N",
-        help="parts fetched at once (default 4, OFFGRID_DOWNLOAD_CONNECTIONS)",
+        help="parts fetched at once (default: adaptive, OFFGRID_DOWNLOAD_CONNECTIONS)",
     )
     p.set_defaults(handler=cmd_download)
 

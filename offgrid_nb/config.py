@@ -43,8 +43,8 @@ ENVIRONMENT: dict[str, str] = {
     "OFFGRID_MODELS_DIR": "where models are kept (default: the platform's user data folder)",
     "OFFGRID_CACHE_DIR": "where caches are kept (default: the platform's user cache folder)",
     "OFFGRID_MAX_CTX": "default context cap when loading a model (4096)",
-    "OFFGRID_DOWNLOAD_CONNECTIONS": "parts of a file downloaded at once (4; 8-16 on links "
-    "faster than 4 connections carry)",
+    "OFFGRID_DOWNLOAD_CONNECTIONS": "parts of a file downloaded at once, 1 to 64 (unset: "
+    "adaptive, 2 at first, doubled up to 16 while that raises the speed and the CPU keeps up)",
     "OFFGRID_PARALLEL": "replies decoded together in this process (1; each slot has its own "
     "context)",
     "OFFGRID_KV_UNIFIED": "`1`: the slots share one KV buffer, as llama-server's default "
@@ -154,10 +154,10 @@ class Settings:
     hub_timeout: float = 10.0
     hub_retries: int = 3
     max_ctx: int = 4096  # default context cap: a model's own (often 128k) would exhaust RAM
-    # parts of a file downloaded at once. Measured (benchmarks/download_throughput.py, 2 cores):
-    # 4 fill a 100 MB/s link of 25 MB/s connections and cost nothing on a fast LAN (loopback),
-    # where 8 lose ~20% to CPU; 8-16 pay off only on links far faster than 4 connections
-    download_connections: int = 4
+    # parts of a file downloaded at once; None: adaptive (offgrid_nb.download._Ramp), since no
+    # fixed count suits every link (benchmarks/download_throughput.py): a capped link wants
+    # many, a fast LAN few (there the CPU is the limit and more connections only cost)
+    download_connections: int | None = None
     # Model sources (offgrid_nb.sources): which are on, and where each looks. A folder that
     # does not exist is skipped, so "all" means all that exist.
     sources: tuple[str, ...] = SOURCE_IDS

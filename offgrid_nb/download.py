@@ -5,8 +5,10 @@ How one file of a model is fetched (``final`` is ``<models_dir>/<org>/<repo>/<pa
 1. The model's lock (``<first file>.lock``, a :class:`filelock.FileLock`) is taken, so two
    processes never write the same bytes; the second one waits, or fails with a clear error.
 2. The file is cut into parts (:func:`_parts`; a small file is one part) fetched with ``Range``
-   over up to ``connections`` connections at once, one thread each, every part written in place
-   (``os.pwrite``) into ``final.part``, created at the file's full size. ``final.part.json``
+   over up to ``connections`` connections at once (by default as many as pay, :class:`_Ramp`),
+   one thread each; once none is left to start, an idle connection takes half of the part in
+   flight with the most left (:func:`_split`). Every part is written in place (``os.pwrite``)
+   into ``final.part``, created at the file's full size. ``final.part.json``
    records what the bytes are (the sha256 the Hub lists, the size, the server's ETag and
    commit) before the first byte, then which byte ranges are on disk, rewritten atomically every
    :data:`SAVE_INTERVAL` or :data:`SAVE_BYTES` while bytes arrive. A part whose connection fails
@@ -81,9 +83,15 @@ RETRY_DELAY = 0.5  # seconds before the first retry; doubled after each failure 
 MAX_RETRY_DELAY = 8.0
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_CONNECTIONS = 64
+RAMP_START = 2  # connections the adaptive default (_Ramp) starts with...
+RAMP_CAP = 16  # ...and doubles up to
+RAMP_INTERVAL = 0.2  # seconds of transfer each count is measured over
+RAMP_GAIN = 1.1  # a doubling that raised the speed less than this (+10%) is undone
+RAMP_CPU = 0.85  # of one core: the download's threads using more are the limit, not the link
 MIN_PART = 16 << 20  # bytes: no part is smaller, so a file under 16 MiB is one request
 MAX_PART = 64 << 20  # nor bigger: the prefix hash trails the parts in flight by ~connections parts
 PARTS_PER_CONNECTION = 4  # so parts in flight at the end (hashed after the last byte) are ~1/4
+MIN_SPLIT = 2 << 20  # bytes: a part in flight with twice this left is halved for an idle connection
 SAVE_INTERVAL = 0.05  # seconds between sidecar rewrites while bytes arrive...
 SAVE_BYTES = 8 << 20  # ...or sooner, after this many bytes: a kill loses at most about this much
 HASH_BUDGET = 8 << 20  # bytes hashed between two sidecar rewrites, so neither waits long
@@ -316,6 +324,27 @@ class _Part:
     end: int | None
 
 
+def _split(active: list[_Part]) -> _Part | None:
+    """The second half of the part in ``active`` with the most bytes left (that part now ends
+    there), ``None`` if none has twice :data:`MIN_SPLIT` left.
+
+    So no connection idles while a slow one still has far to go: on a link that caps each
+    connection, the last parts would otherwise end one by one at one connection's speed. The
+    part's own request then stops at its new end; the halves are at least :data:`MIN_SPLIT`,
+    more than one socket read, so its connection never writes past it.
+    """
+    known = [part for part in active if part.end is not None]
+    if not known:
+        return None
+    part = max(known, key=lambda p: p.end - p.start)  # type: ignore[operator]
+    left = part.end - part.start  # type: ignore[operator]
+    if left < 2 * MIN_SPLIT:
+        return None
+    half = _Part(part.start + left // 2, part.end)
+    part.end = half.start
+    return half
+
+
 def _parts(have: list[Span], size: int | None, connections: int) -> list[_Part]:
     """What ``have`` misses of a file of ``size`` bytes, cut for ``connections`` connections.
 
@@ -342,6 +371,51 @@ def _parts(have: list[Span], size: int | None, connections: int) -> list[_Part]:
     ]
 
 
+class _Ramp:
+    """How many connections fetch parts at once: ``start``, then, when ``cap`` is higher, as
+    many as pay.
+
+    Each count is measured over :data:`RAMP_INTERVAL` seconds from when all its connections
+    deliver bytes; the first over half of it (it doubles unless the CPU is the limit, and it is
+    where a link that takes more connections loses most). While the last doubling raised the
+    speed by :data:`RAMP_GAIN` and the download's threads use less than :data:`RAMP_CPU` of one
+    core (the HTTP client parses in Python: on a fast link the CPU, not the link, is the
+    limit), the count doubles, up to ``cap``. A doubling that did not pay is undone, and the
+    count then stays: a link capped per connection gets many, a total cap or a fast LAN few.
+    """
+
+    def __init__(self, cap: int, start: int = RAMP_START) -> None:
+        self.cap = cap
+        self.count = min(start, cap)
+        self.settled = self.count >= cap
+        self._before: tuple[int, float] | None = None  # (count, speed) before the last doubling
+        self._mark: tuple[float, int, float] | None = None  # (time, bytes, CPU seconds) then
+
+    def observe(self, now: float, received: int, cpu: float, *, ready: bool = True) -> int:
+        """The count to run, given the time, the bytes received and the CPU seconds used so
+        far; ``ready``: every connection of the current count has delivered bytes."""
+        if self.settled or not ready:
+            return self.count
+        if self._mark is None:
+            self._mark = (now, received, cpu)
+            return self.count
+        then, received_then, cpu_then = self._mark
+        elapsed = now - then
+        if elapsed < (RAMP_INTERVAL if self._before else RAMP_INTERVAL / 2):
+            return self.count
+        speed = (received - received_then) / elapsed
+        busy = (cpu - cpu_then) / elapsed
+        self._mark = None
+        if self._before is not None and speed < self._before[1] * RAMP_GAIN:
+            self.count, self.settled = self._before[0], True  # it did not pay: undo it
+        elif busy >= RAMP_CPU or self.count >= self.cap:
+            self.settled = True
+        else:
+            self._before = (self.count, speed)
+            self.count = min(2 * self.count, self.cap)
+        return self.count
+
+
 if hasattr(os, "pwrite"):
     _pwrite = os.pwrite
 else:  # pragma: no cover  # Windows: every attempt writes through its own descriptor
@@ -363,10 +437,11 @@ class _PrefixHash:
     """sha256 of a partial from byte 0, fed as its gapless prefix grows.
 
     The bytes are read back from the file (from the page cache: the prefix trails the parts in
-    flight), a little after every chunk by the connection that wrote it (so hashing keeps pace
-    with the download even when the CPU is the limit) and by the download's thread when idle;
-    after the last byte only the parts that were still in flight are left to hash. Measured
-    against one pass after the download in ``benchmarks/download_throughput.py``.
+    flight) by the download's thread while the connections receive (``hashlib`` and the reads
+    release the GIL, so on a machine with a core to spare the hash costs the download nothing;
+    connections that hashed what they wrote would stop receiving meanwhile); after the last byte
+    only the parts that were still in flight are left to hash. Measured against one pass after
+    the download in ``benchmarks/download_throughput.py``. One thread uses it.
     """
 
     def __init__(self, path: Path) -> None:
@@ -375,51 +450,42 @@ class _PrefixHash:
         self.hashed = 0
         self._block = bytearray(READ_SIZE)
         self._file: BinaryIO | None = None
-        self._lock = threading.Lock()
 
-    def update(self, upto: int, budget: int | None = None, *, wait: bool = True) -> int:
+    def update(self, upto: int, budget: int | None = None) -> int:
         """Hash the bytes before ``upto`` not hashed yet, at most ``budget`` of them.
 
         Args:
             upto: the end of the gapless prefix on disk.
             budget: bytes to hash at most (``None``: all).
-            wait: if another thread is hashing, wait for it (else return 0 at once).
 
         Returns:
             How many bytes were hashed.
         """
-        if not self._lock.acquire(blocking=wait):
-            return 0
-        try:
-            stop = upto if budget is None else min(upto, self.hashed + budget)
-            first = self.hashed
-            if stop > first and self._file is None:
-                self._file = self.path.open("rb", buffering=0)
-            view = memoryview(self._block)
-            while self.hashed < stop and self._file is not None:
-                n = self._file.readinto(view[: min(len(view), stop - self.hashed)])
-                if not n:  # shorter than the ranges on disk say: the size check will tell
-                    break
-                self.hasher.update(view[:n])
-                self.hashed += n
-            return self.hashed - first
-        finally:
-            self._lock.release()
+        stop = upto if budget is None else min(upto, self.hashed + budget)
+        first = self.hashed
+        if stop > first and self._file is None:
+            self._file = self.path.open("rb", buffering=0)
+        view = memoryview(self._block)
+        while self.hashed < stop and self._file is not None:
+            n = self._file.readinto(view[: min(len(view), stop - self.hashed)])
+            if not n:  # shorter than the ranges on disk say: the size check will tell
+                break
+            self.hasher.update(view[:n])
+            self.hashed += n
+        return self.hashed - first
 
     def close(self) -> None:
         """Close the file (a partial can then be renamed or deleted, on Windows too)."""
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 @dataclass
 class _Partial:
     """The bytes of one file received so far (``<final>.part``) and what they are.
 
-    Worker threads call :meth:`begin`, :meth:`add` and ``digest.update``; the rest runs in the
-    download's thread.
+    Worker threads call :meth:`begin` and :meth:`add`; the rest runs in the download's thread.
     """
 
     final: Path
@@ -429,6 +495,7 @@ class _Partial:
     commit: str | None = None
     begun: bool = False  # the file and the sidecar naming its source exist
     received: int = 0  # bytes written by this call (never reset: it measures the speed)
+    cpu: dict[threading.Thread, float] = field(default_factory=dict)  # each writer's CPU seconds
     unsaved: int = 0  # bytes written since the sidecar was
     wake: threading.Event = field(default_factory=threading.Event)  # set: save the sidecar now
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -500,13 +567,19 @@ class _Partial:
             return True
 
     def add(self, start: int, length: int) -> None:
-        """``length`` bytes from ``start`` are on disk now."""
+        """``length`` bytes from ``start`` are on disk now (written by the calling thread)."""
         with self.lock:
+            self.cpu[threading.current_thread()] = time.thread_time()  # a new thread starts at 0
             self.have = _merged([*self.have, (start, start + length)])
             self.received += length
             self.unsaved += length
             if self.unsaved >= SAVE_BYTES:
                 self.wake.set()
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used by the threads that wrote bytes, as of their latest chunk."""
+        with self.lock:
+            return sum(self.cpu.values())
 
     def save(self) -> None:
         """Rewrite the sidecar (atomically) with the ranges on disk now."""
@@ -593,7 +666,7 @@ class _Download:
         finals: list[Path],
         tracker: _Tracker,
         cancel: threading.Event | None,
-        connections: int,
+        connections: int | None,
     ) -> None:
         self.settings = settings
         self.connections = connections
@@ -677,20 +750,35 @@ class _Download:
             finally:
                 partial.digest.close()
 
-    def _fetch_parts(self, url: str, partial: _Partial, connections: int) -> None:
+    def _fetch_parts(self, url: str, partial: _Partial, connections: int | None) -> None:
         """Fetch what ``partial`` misses, each part in its own thread, up to ``connections`` at
-        once. This thread meanwhile hashes the prefix, saves the sidecar and reports progress.
-        The first failure stops every part."""
-        parts = deque(_parts(partial.have, partial.remote.size, connections))
+        once (``None``: as many as pay, :class:`_Ramp`). This thread meanwhile hashes the
+        prefix, saves the sidecar, reports progress and starts more connections when the ramp
+        says so. The first failure stops every part."""
+        ramp = _Ramp(RAMP_CAP) if connections is None else _Ramp(connections, connections)
+        parts = deque(_parts(partial.have, partial.remote.size, ramp.cap))
+        active: list[_Part] = []  # parts being fetched (or done, with nothing left to split)
+        taking = threading.Lock()
         stop = threading.Event()
         failures: list[BaseException] = []
+        threads: list[threading.Thread] = []
 
-        def work() -> None:
+        def take(done: _Part | None) -> _Part | None:
+            """The next part to fetch: from the queue, else half of one in flight."""
+            with taking:
+                if done is not None:
+                    active.remove(done)
+                part = parts.popleft() if parts else _split(active)
+                if part is not None:
+                    active.append(part)
+                return part
+
+        def work(index: int) -> None:
+            part = None
             try:
-                while not stop.is_set():
-                    try:
-                        part = parts.popleft()
-                    except IndexError:
+                while not stop.is_set() and index < ramp.count:  # else the ramp undid it
+                    part = take(part)
+                    if part is None:
                         return
                     self._fetch_part(url, partial, part, stop)
             except _Stopped:
@@ -701,20 +789,29 @@ class _Download:
             finally:
                 partial.wake.set()
 
-        count = min(connections, len(parts))
-        self.tracker.event = replace(self.tracker.event, connections=max(count, 1))
-        threads = [
-            threading.Thread(target=work, name=f"offgrid-download-part-{i}", daemon=True)
-            for i in range(count)
-        ]
-        for thread in threads:
-            thread.start()
+        n_parts = len(parts)
+
+        def grow() -> None:
+            """Start connections up to the ramp's count, while parts are left for them."""
+            for index in range(len(threads), min(ramp.count, n_parts) if parts else 0):
+                name = f"offgrid-download-part-{index}"
+                threads.append(threading.Thread(target=work, args=(index,), name=name, daemon=True))
+                threads[-1].start()
+            running = max(min(ramp.count, len(threads)), 1)
+            self.tracker.event = replace(self.tracker.event, connections=running)
+
         seen = partial.received
         try:
+            grow()
             while any(thread.is_alive() for thread in threads):
                 if not partial.digest.update(partial.prefix, HASH_BUDGET):
                     partial.wake.wait(SAVE_INTERVAL)
                 partial.wake.clear()
+                if not ramp.settled:
+                    cpu = partial.cpu_seconds() + time.thread_time()  # this thread hashes too
+                    ready = all(thread in partial.cpu for thread in threads)
+                    ramp.observe(time.monotonic(), partial.received, cpu, ready=ready)
+                    grow()
                 if partial.received != seen:
                     partial.save()
                     self.tracker.advance(partial.done, received=partial.received - seen)
@@ -781,7 +878,6 @@ class _Download:
                     _write_at(fd, chunk, part.start)
                     partial.add(part.start, len(chunk))
                     part.start += len(chunk)
-                    partial.digest.update(partial.prefix, 2 * len(chunk), wait=False)
                     self.check_cancel()
                     if stop.is_set():
                         raise _Stopped
@@ -853,7 +949,8 @@ def check_connections(connections: int) -> int:
     if not 1 <= connections <= MAX_CONNECTIONS:
         raise InvalidArgumentError(
             f"connections must be between 1 and {MAX_CONNECTIONS}, not {connections}",
-            hint="4 (the default) fill most links; 8 to 16 for very fast ones",
+            hint="or leave it unset: the default starts with 2 and adds connections while "
+            "they raise the speed",
         )
     return connections
 
@@ -889,8 +986,9 @@ def download(
         lock_timeout: seconds to wait while another process downloads the same model; ``None``
             waits as long as it takes, ``0`` fails at once.
         connections: parts of a file fetched at once, 1 to 64 (default: the
-            ``download_connections`` setting, ``OFFGRID_DOWNLOAD_CONNECTIONS``); a file under
-            16 MiB is always one request.
+            ``download_connections`` setting, ``OFFGRID_DOWNLOAD_CONNECTIONS``; unset, 2 at
+            first, doubled up to 16 while that raises the speed by 10% and the download uses
+            less than 0.85 of a CPU core); a file under 16 MiB is always one request.
 
     Returns:
         The local path of the model (shard 1 of a split model, which is what llama.cpp loads).
@@ -911,9 +1009,10 @@ def download(
         OfflineError, HubUnavailableError: as for every Hub call.
     """
     settings = get_settings()
-    connections = check_connections(
-        settings.download_connections if connections is None else connections
-    )
+    if connections is None:
+        connections = settings.download_connections
+    if connections is not None:
+        check_connections(connections)
     _use_large_reads()
     root = Path(models_dir).expanduser() if models_dir else settings.models_dir
     try:

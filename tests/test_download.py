@@ -535,6 +535,24 @@ def test_the_connections_setting_is_the_default(faulty, monkeypatch, small_parts
     assert len(faulty.file_requests()) == 4  # 4 parts over 2 connections
 
 
+def test_an_idle_connection_takes_half_of_the_part_with_most_left(
+    faulty, tmp_path, small_parts, monkeypatch
+):
+    faulty.faults.rate = 1_000_000  # per connection: each of the 4 parts takes about 0.26 s
+    monkeypatch.setattr(dl, "MIN_SPLIT", 32 * 1024)
+    size = len(faulty.files[FILE])
+
+    path = dl.download(REPO, FILE, connections=3)  # the last part starts when the others end
+
+    assert path.read_bytes() == faulty.files[FILE]
+    spans = asked([r.range for r in faulty.file_requests()], size)
+    assert len(spans) > 4  # the 4 parts, and halves of the last ones for idle connections
+    assert dl._merged(spans) == [(0, size)]
+    halves = [s for s in spans if any(o != s and o[0] < s[0] < o[1] for o in spans)]
+    assert halves  # each began inside a part asked for before, which then stopped there
+    assert leftovers(tmp_path / "models") == []
+
+
 @pytest.mark.parametrize("connections", [0, 65, True, 2.5])
 def test_a_bad_connection_count_fails_before_any_request(faulty, connections):
     with pytest.raises(InvalidArgumentError, match="connections must be"):
@@ -550,8 +568,13 @@ def test_an_empty_file_needs_no_request(faulty, tmp_path):
     assert leftovers(tmp_path / "models") == []
 
 
-def test_a_file_smaller_than_a_part_is_one_request(faulty, tmp_path):
-    path = dl.download(REPO, FILE, connections=8)  # 1 MiB, parts are at least 16 MiB
+@pytest.mark.parametrize("connections", [8, None])
+def test_a_file_smaller_than_a_part_is_one_request(faulty, tmp_path, connections):
+    events: list[dl.DownloadProgress] = []
+
+    path = dl.download(REPO, FILE, connections=connections, progress=events.append)  # 1 MiB
+
+    assert {e.connections for e in events} == {1}  # parts are at least 16 MiB
 
     assert path.read_bytes() == faulty.files[FILE]
     assert part_requests(faulty) == [(None, 200)]
@@ -597,17 +620,21 @@ def test_a_server_that_ignores_range_falls_back_to_one_connection(faulty, tmp_pa
     assert leftovers(tmp_path / "models") == []
 
 
-def test_a_tampered_byte_in_one_part_fails_verification(faulty, tmp_path, small_parts):
+@pytest.mark.parametrize("connections", [4, None])  # None: the adaptive default
+def test_a_tampered_byte_in_one_part_fails_verification(faulty, tmp_path, small_parts, connections):
     faulty.faults.corrupt_at = 700_000
 
     with pytest.raises(ChecksumMismatchError, match="failed verification"):
-        dl.download(REPO, FILE, connections=4)
+        dl.download(REPO, FILE, connections=connections)
     assert len(faulty.file_requests()) == 4
     assert not target(tmp_path).exists()
     assert leftovers(tmp_path / "models") == []
 
 
-def test_cancel_mid_way_then_resume_fetches_only_the_missing_ranges(faulty, tmp_path, small_parts):
+@pytest.mark.parametrize("connections", [4, None])  # None: the adaptive default
+def test_cancel_mid_way_then_resume_fetches_only_the_missing_ranges(
+    faulty, tmp_path, small_parts, connections
+):
     faulty.faults.rate = 500_000  # per connection
     cancel = threading.Event()
 
@@ -616,15 +643,17 @@ def test_cancel_mid_way_then_resume_fetches_only_the_missing_ranges(faulty, tmp_
             cancel.set()
 
     with pytest.raises(DownloadCancelledError):
-        dl.download(REPO, FILE, connections=4, progress=stop_after_some_bytes, cancel=cancel)
+        dl.download(
+            REPO, FILE, connections=connections, progress=stop_after_some_bytes, cancel=cancel
+        )
     have = on_disk(target(tmp_path))
-    assert len(have) == 4  # every part got going
+    assert len(have) == 4 if connections else len(have) >= dl.RAMP_START  # parts got going
     size = len(faulty.files[FILE])
     missing = gaps(have, size)
     served_before = len(faulty.file_requests())
     faulty.faults.rate = None
 
-    path = dl.download(REPO, FILE, connections=4)
+    path = dl.download(REPO, FILE, connections=connections)
 
     assert path.read_bytes() == faulty.files[FILE]
     resumed = faulty.file_requests()[served_before:]
@@ -635,6 +664,110 @@ def test_cancel_mid_way_then_resume_fetches_only_the_missing_ranges(faulty, tmp_
         == sum(r.sent for r in resumed)
         == size - sum(b - a for a, b in have)
     )
+
+
+# --- how many connections: the adaptive default ---------------------------------------------
+
+
+@pytest.fixture
+def capped_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, bytes]]:
+    """A 16 MiB file in parts of 1 MiB behind a mirror that paces each connection to 4 MB/s
+    (in 256 KiB writes), as a CDN does: the more connections, the faster (``repo_id``, the
+    file's bytes)."""
+    repo_id, data = "capped/link-GGUF", os.urandom(16 << 20)
+    (tmp_path / "hub" / repo_id).mkdir(parents=True)
+    (tmp_path / "hub" / repo_id / FILE).write_bytes(data)
+    monkeypatch.setattr(dl, "MIN_PART", 1 << 20)
+    with MirrorServer(tmp_path / "hub", rate_per_connection=4_000_000) as mirror:
+        monkeypatch.setenv("HF_ENDPOINT", mirror.url)
+        monkeypatch.setenv("OFFGRID_MODELS_DIR", str(tmp_path / "models"))
+        monkeypatch.delenv("OFFGRID_DOWNLOAD_CONNECTIONS", raising=False)
+        clear_cache()
+        yield repo_id, data
+
+
+def test_the_default_adds_connections_while_they_raise_the_speed(capped_link):
+    repo_id, data = capped_link
+    events: list[dl.DownloadProgress] = []
+
+    path = dl.download(repo_id, FILE, progress=events.append)
+
+    assert path.read_bytes() == data
+    counts = [e.connections for e in events if e.status == "downloading" and e.bytes_done]
+    assert counts[0] == dl.RAMP_START
+    assert max(counts) > dl.RAMP_START  # the first doubling always happens (CPU permitting)
+
+
+def test_an_explicit_connection_count_stays_fixed(capped_link):
+    repo_id, data = capped_link
+    events: list[dl.DownloadProgress] = []
+
+    path = dl.download(repo_id, FILE, connections=3, progress=events.append)
+
+    assert path.read_bytes() == data
+    assert {e.connections for e in events if e.status == "downloading" and e.bytes_done} == {3}
+
+
+def ramp_counts(ramp: dl._Ramp, phases: list[tuple[float, float]]) -> list[int]:
+    """Feed ``ramp`` one measured interval per ``(bytes per second, CPU cores busy)`` phase;
+    the count it chose after each."""
+    now, received, cpu = 100.0, 0, 5.0
+    counts = []
+    for speed, busy in phases:
+        ramp.observe(now, received, cpu)  # starts measuring the current count
+        now += dl.RAMP_INTERVAL
+        received += int(speed * dl.RAMP_INTERVAL)
+        cpu += busy * dl.RAMP_INTERVAL
+        counts.append(ramp.observe(now, received, cpu))
+    return counts
+
+
+MB = 1_000_000
+
+
+def test_the_ramp_doubles_while_each_doubling_pays_up_to_its_cap():
+    ramp = dl._Ramp(16)  # a link of 25 MB/s per connection
+    speeds = [(50 * MB, 0.1), (100 * MB, 0.2), (200 * MB, 0.4), (400 * MB, 0.8)]
+
+    assert ramp_counts(ramp, speeds) == [4, 8, 16, 16]
+    assert ramp.settled
+    assert ramp_counts(ramp, [(800 * MB, 0.1)]) == [16]
+
+
+def test_the_ramp_undoes_a_doubling_that_did_not_pay_and_stays():
+    ramp = dl._Ramp(16)  # 25 MB/s per connection, 100 MB/s in total
+    speeds = [(50 * MB, 0.1), (100 * MB, 0.2), (105 * MB, 0.2)]  # +5%: not worth 8 connections
+
+    assert ramp_counts(ramp, speeds) == [4, 8, 4]
+    assert ramp.settled
+    assert ramp_counts(ramp, [(50 * MB, 0.1), (500 * MB, 0.1)]) == [4, 4]
+
+
+def test_the_ramp_stops_where_the_cpu_is_the_limit():
+    assert ramp_counts(dl._Ramp(16), [(900 * MB, 0.9)]) == [2]  # bare loopback
+    phases = [(50 * MB, 0.3), (100 * MB, 0.9), (200 * MB, 0.1)]  # it paid, but the CPU is busy
+    assert ramp_counts(dl._Ramp(16), phases) == [4, 4, 4]
+
+
+def test_the_ramp_measures_an_interval_from_when_every_connection_delivers():
+    ramp = dl._Ramp(16)
+    half = dl.RAMP_INTERVAL / 2
+    assert ramp.observe(0.0, 0, 0.0, ready=False) == 2  # a connection still waits for bytes
+    assert ramp.observe(1.0, MB, 0.0, ready=False) == 2
+    assert ramp.observe(2.0, 2 * MB, 0.0) == 2  # measuring starts here
+    assert ramp.observe(2.0 + half / 2, 3 * MB, 0.0) == 2  # too soon to tell
+    assert ramp.observe(2.0 + half, 4 * MB, 0.0) == 4  # the first count: half an interval
+    assert ramp.observe(3.0, 5 * MB, 0.0, ready=False) == 4  # the 2 new ones still wait
+    assert ramp.observe(4.0, 6 * MB, 0.0) == 4
+    assert ramp.observe(4.0 + half, 10 * MB, 0.0) == 4  # the others: a whole interval
+    assert ramp.observe(4.0 + dl.RAMP_INTERVAL, 12 * MB, 0.0) == 8
+
+
+@pytest.mark.parametrize(("cap", "start", "counts"), [(3, 2, [3, 3]), (5, 5, [5, 5]), (1, 1, [1])])
+def test_the_ramp_never_passes_its_cap_and_a_fixed_count_never_moves(cap, start, counts):
+    ramp = dl._Ramp(cap, start)
+    assert ramp_counts(ramp, [(n * 10 * MB, 0.1) for n in range(1, len(counts) + 1)]) == counts
+    assert ramp.settled
 
 
 def test_parts_resume_after_sigkill_asking_only_for_missing_ranges(tmp_path, monkeypatch):
