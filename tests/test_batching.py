@@ -82,22 +82,6 @@ def test_stop_strings_and_max_tokens_are_per_slot(tiny_model):
     assert full.text == whole
 
 
-def test_a_free_slot_between_busy_ones_keeps_its_cache(tiny_model):
-    # Three texts take slots 0, 1, 2; then the first and the third go on together (slot 1 gets
-    # a throwaway token each step, so one pass decodes both: see Scheduler._gaps); the
-    # second's continuation still reuses its cache and says what it says without that.
-    options = {"max_tokens": 8, "temperature": 0, "parallel": 3}
-    texts = [t + generate(tiny_model, t, **options) for t in PROMPTS[:3]]
-    together(tiny_model, [{"prompt": t + " more", "max_tokens": 8} for t in texts[::2]], parallel=3)
-    again = texts[1] + " and again"
-    reply = generate(tiny_model, again, **options)
-    unload_model()
-    fresh = generate(tiny_model, again, **options)
-    assert fresh == reply
-    evaluated = reply.reply.usage.prompt_tokens_evaluated
-    assert evaluated < fresh.reply.usage.prompt_tokens_evaluated / 2  # the cached prefix stayed
-
-
 def test_each_chat_keeps_its_prefix_in_its_slot_across_turns(tiny_model):
     def second_turn_evaluates(parallel: int) -> tuple[int, int]:
         a, b = (Chat(tiny_model, max_tokens=8, temperature=0, parallel=parallel) for _ in "ab")
