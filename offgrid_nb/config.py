@@ -44,7 +44,7 @@ ENVIRONMENT: dict[str, str] = {
     "OFFGRID_CACHE_DIR": "where caches are kept (default: the platform's user cache folder)",
     "OFFGRID_MAX_CTX": "default context cap when loading a model (4096)",
     "OFFGRID_DOWNLOAD_CONNECTIONS": "parts of a file downloaded at once, 1 to 64 (unset: "
-    "adaptive, 1 at first, doubled up to 16 while that raises the speed and the CPU keeps up)",
+    "adaptive, 2 at first, doubled up to 16 while that raises the speed and the CPU keeps up)",
     "OFFGRID_PARALLEL": "replies decoded together in this process (1; each slot has its own "
     "context)",
     "OFFGRID_KV_UNIFIED": "`1`: the slots share one KV buffer, as llama-server's default "

@@ -83,9 +83,7 @@ RETRY_DELAY = 0.5  # seconds before the first retry; doubled after each failure 
 MAX_RETRY_DELAY = 8.0
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_CONNECTIONS = 64
-# connections the adaptive default (_Ramp) starts with (1: where the CPU is the limit, as on
-# loopback here, one connection beat two: 611 against 483 MB/s)...
-RAMP_START = 1
+RAMP_START = 2  # connections the adaptive default (_Ramp) starts with...
 RAMP_CAP = 16  # ...and doubles up to
 RAMP_INTERVAL = 0.2  # seconds of transfer each count is measured over
 RAMP_GAIN = 1.1  # a doubling that raised the speed less than this (+10%) is undone
@@ -951,7 +949,7 @@ def check_connections(connections: int) -> int:
     if not 1 <= connections <= MAX_CONNECTIONS:
         raise InvalidArgumentError(
             f"connections must be between 1 and {MAX_CONNECTIONS}, not {connections}",
-            hint="or leave it unset: the default starts with 1 and adds connections while "
+            hint="or leave it unset: the default starts with 2 and adds connections while "
             "they raise the speed",
         )
     return connections
