@@ -19,6 +19,12 @@ counts it settled at are printed with the table.
       front of the mirror, then run again; the bytes the second run received (the wire's view,
       counted by the proxy) as a share of the file. Target: <= 55%. On links (a) and (c).
 
+``curl -o, then openssl sha256`` is a download checked as ours is (we hash while the bytes
+arrive): the like-for-like reference for (c) on a machine with few cores, where the mirror, the
+client and the hash share them; the line after the table gives the default against it. The
+CPU columns (seconds per GB, medians) say who was busy: the client with its child processes
+(``getrusage``) and the mirror (``psutil``).
+
 Verification: the seconds from the last byte to the end of the call (sha256 of the prefix is
 computed while the parts arrive: only the tail is left) against one sha256 pass over the
 finished file, which is what verifying after the download would cost at least.
@@ -33,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -45,6 +52,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 os.environ["HF_HUB_DISABLE_XET"] = "1"  # before huggingface_hub reads it, at import
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
@@ -149,6 +158,31 @@ def curl(url: str, work: Path) -> float:
     return seconds
 
 
+def curl_verified(url: str, work: Path) -> float:
+    """``curl -o``, then the file's sha256 (``openssl dgst``, which uses the CPU's SHA
+    instructions; coreutils' ``sha256sum`` does not, and ``curl | tee`` through a pipe costs
+    more than the hash): a download checked as ours is, by the tools at hand."""
+    out = work / "curl.out"
+    hash_it = ["openssl", "dgst", "-sha256", str(out)]
+    seconds = timed(
+        lambda: (
+            subprocess.run(["curl", "-sS", "--fail", "-o", str(out), url], check=True),
+            subprocess.run(hash_it, check=True, stdout=subprocess.DEVNULL),
+        )
+    )
+    out.unlink()
+    return seconds
+
+
+def cpu_seconds(mirror: psutil.Process) -> tuple[float, float]:
+    """CPU seconds used so far by this process and its waited-for children, and by the mirror."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    spent = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    times = mirror.cpu_times()
+    return spent, times.user + times.system
+
+
 def hf(url: str, work: Path) -> float:
     from huggingface_hub import hf_hub_download
 
@@ -248,17 +282,19 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=512)
     parser.add_argument("--runs", type=int, default=5, help="rounds on each link (medians)")
     args = parser.parse_args()
-    if shutil.which("curl") is None:
-        raise SystemExit("curl is needed for the comparison")
+    if shutil.which("curl") is None or shutil.which("openssl") is None:
+        raise SystemExit("curl and openssl are needed for the comparison")
     size = args.size_mb * 10**6
     default = Ours(None)
     clients: dict[str, Callable[[str, Path], float]] = {
         "curl -o": curl,
+        "curl -o, then openssl sha256": curl_verified,
         "hf_hub_download": hf,
         **{f"offgrid_nb, {n} connection{'s' if n > 1 else ''}": Ours(n) for n in (1, 4, 8, 16)},
         DEFAULT: default,
     }
     results: dict[str, dict[str, list[float]]] = {}
+    cpu: dict[str, dict[str, list[tuple[float, float]]]] = {}  # (client, mirror) CPU s per run
     tails: dict[str, dict[str, list[float]]] = {}  # seconds from our last byte to the end
     counts: dict[str, list[list[int]]] = {}  # the default's connection counts, per run
     kills: dict[str, tuple[float, float, float]] = {}
@@ -276,12 +312,17 @@ def main() -> None:
             file_url = f"{mirror.url}/{REPO}/resolve/main/{FILE}"
             try:
                 results[key] = {name: [] for name in clients}
+                cpu[key] = {name: [] for name in clients}
+                served = psutil.Process(mirror.process.pid)
                 tails[key] = {name: [] for name in clients}
                 counts[key] = []
                 for _ in range(args.runs):  # alternate, so a busy moment hurts all alike
                     for name, client in clients.items():
-                        url = file_url if client is curl else mirror.url
+                        url = file_url if client in (curl, curl_verified) else mirror.url
+                        before = cpu_seconds(served)
                         results[key][name].append(client(url, work))
+                        after = cpu_seconds(served)
+                        cpu[key][name].append((after[0] - before[0], after[1] - before[1]))
                         if isinstance(client, Ours):
                             tails[key][name].append(client.tail)
                         if client is default:
@@ -294,7 +335,8 @@ def main() -> None:
 
     print(f"file: {args.size_mb} MB of random bytes, mirror in its own process")
     print(f"{args.runs} alternating rounds on each link, medians")
-    print(f"{'link':<36}{'client':<28}{'MB/s':>8}{'ratio':>8}  target")
+    print("CPU: seconds per GB of the client (with its child processes) and of the mirror")
+    print(f"{'link':<36}{'client':<28}{'MB/s':>8}{'ratio':>8}{'CPU':>6}{'mirror':>7}  target")
     for key, (title, _) in LINKS.items():
         medians = {name: statistics.median(times) for name, times in results[key].items()}
         base = medians["curl -o"]
@@ -306,9 +348,17 @@ def main() -> None:
                 ratio = f"{base / seconds:>7.2f}x"
             target = TARGETS[key] if name == DEFAULT else ""
             label = title if i == 0 else ""
-            print(f"{label:<36}{name:<28}{speed:>8.0f}{ratio:>8}  {target}")
+            runs_cpu = zip(*cpu[key][name], strict=True)
+            per_gb = [statistics.median(side) / (size / 1e9) for side in runs_cpu]
+            usage = f"{per_gb[0]:>6.2f}{per_gb[1]:>7.2f}"
+            print(f"{label:<36}{name:<28}{speed:>8.0f}{ratio:>8}{usage}  {target}")
         runs = ", ".join("->".join(map(str, run)) for run in counts[key])
         print(f"{'':<36}the default's connections, per run: {runs}")
+    verified = statistics.median(results["c"]["curl -o, then openssl sha256"])
+    print(
+        f"(c) the default against curl -o, then its sha256: "
+        f"{verified / statistics.median(results['c'][DEFAULT]):.2f}x"
+    )
     for key, (first, recorded, second) in kills.items():
         print(
             f"(d) on link {LINKS[key][0][:3]}: SIGKILL once {first:.1%} of the file crossed the"
