@@ -24,7 +24,8 @@ How one file of a model is fetched (``final`` is ``<models_dir>/<org>/<repo>/<pa
    renames it into place (``os.replace``). Nothing ever appears under the final name unverified.
 
 The HTTP client, headers (token) and error mapping are ``huggingface_hub``'s, so a gated repo,
-a mirror (``HF_ENDPOINT``) or a proxy behave exactly as with ``hf download``.
+a mirror (``HF_ENDPOINT``) or a proxy behave exactly as with ``hf download``; only the bytes of
+a plain HTTP/1.1 body are read off the connection itself (:mod:`offgrid_nb.response_body`).
 """
 
 from __future__ import annotations
@@ -74,9 +75,9 @@ from .library import (
 )
 from .manifest import Manifest, ManifestFile
 from .refs import parse_hub_ref
+from .response_body import READ_SIZE, body_chunks, use_large_reads
 from .sizes import format_size
 
-READ_SIZE = 1 << 20  # bytes per socket read while downloading (see _use_large_reads)
 PROGRESS_INTERVAL = 0.1  # seconds between "downloading" events: at most ~10 per second
 SPEED_SMOOTHING = 0.3  # weight of the newest interval in the moving average of the speed
 RETRY_DELAY = 0.5  # seconds before the first retry; doubled after each failure in a row
@@ -135,22 +136,6 @@ class DownloadProgress:
 
 
 ProgressCallback = Callable[[DownloadProgress], None]
-
-
-def _use_large_reads() -> None:
-    """Let HTTP/1.1 connections read up to :data:`READ_SIZE` bytes per socket read.
-
-    ``httpcore2`` (under ``huggingface_hub``'s client) reads 64 KiB at a time and has no option
-    for it (encode/httpcore#135); its per-read Python overhead then caps a download at about
-    half of ``curl``'s speed on a fast link. Only the buffer size changes, never the bytes, so
-    raising this class attribute is safe for every other request; without ``httpcore2`` (a
-    future ``huggingface_hub``) nothing happens. Measured in ``benchmarks/download_throughput.py``.
-    """
-    try:
-        from httpcore2 import HTTP11Connection
-    except ImportError:  # pragma: no cover
-        return
-    HTTP11Connection.READ_NUM_BYTES = max(HTTP11Connection.READ_NUM_BYTES, READ_SIZE)
 
 
 class _Transient(Exception):
@@ -859,18 +844,23 @@ class _Download:
                 raise _Restart("the server ignores Range")  # 200: the whole file
             if not partial.begin(etag, commit):
                 raise _Restart("the file changed on the Hub")  # never glue old and new bytes
-            self._receive(response, partial, part, stop)
+            self._receive(response, partial, part, stop, timeout)
         if part.end is not None and part.start < part.end:
             raise _Transient(f"connection closed at byte {part.start} of {size}")
 
     def _receive(
-        self, response: httpx2.Response, partial: _Partial, part: _Part, stop: threading.Event
+        self,
+        response: httpx2.Response,
+        partial: _Partial,
+        part: _Part,
+        stop: threading.Event,
+        timeout: float,
     ) -> None:
         """Write the body in place from ``part.start``, never past ``part.end``."""
         try:
             fd = os.open(partial.path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
             try:
-                for chunk in response.iter_bytes():
+                for chunk in body_chunks(response, bytearray(READ_SIZE), timeout):
                     if part.end is not None:
                         chunk = chunk[: part.end - part.start]
                         if not chunk:  # more than asked for
@@ -1013,7 +1003,7 @@ def download(
         connections = settings.download_connections
     if connections is not None:
         check_connections(connections)
-    _use_large_reads()
+    use_large_reads()
     root = Path(models_dir).expanduser() if models_dir else settings.models_dir
     try:
         found = variants(repo_id, revision=revision, settings=settings)

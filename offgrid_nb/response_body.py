@@ -1,0 +1,100 @@
+"""Reading a large HTTP response body with little CPU: what downloads receive their bytes with.
+
+``huggingface_hub``'s client (``httpx2`` over ``httpcore2`` and ``h11``) reads 64 KiB at a time
+and copies every chunk three times in Python (into ``h11``'s buffer, out of it, into ``bytes``),
+allocating each copy anew and holding the GIL meanwhile. On a fast link that is most of a
+download's CPU and starves the thread that hashes what arrives: on loopback it spends 0.9 s of
+CPU a GB where reading the socket into one reused buffer spends 0.4 (``curl``: about the same),
+measured in ``benchmarks/download_throughput.py``. Neither library has an option for it
+(encode/httpcore#135), so this module
+
+- raises ``httpcore2``'s read size (:func:`use_large_reads`), and
+- reads the rest of a plain HTTP/1.1 body of known length straight off its connection
+  (:func:`body_chunks`), through the ``network_stream`` response extension that ``httpcore``
+  documents for stepping outside its request/response model.
+
+The client still sends the request, follows redirects and reads the headers and the bytes that
+came with them, so proxies, tokens and errors are as it handles them. A connection whose body was
+read this way is closed afterwards instead of reused (the client never saw the body's end).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpcore2
+import httpx2
+
+READ_SIZE = 1 << 20  # bytes per socket read
+
+
+def use_large_reads() -> None:
+    """Let ``httpcore2``'s HTTP/1.1 connections read up to :data:`READ_SIZE` bytes a time.
+
+    Only the buffer size changes, never the bytes, so raising this class attribute is safe for
+    every other request.
+    """
+    connection = httpcore2.HTTP11Connection
+    connection.READ_NUM_BYTES = max(connection.READ_NUM_BYTES, READ_SIZE)
+
+
+def _direct_length(response: httpx2.Response) -> int | None:
+    """The body's length when it can be read off the connection itself, else ``None``."""
+    headers = response.headers
+    length = headers.get("Content-Length", "")
+    plain = (
+        response.http_version == "HTTP/1.1"
+        and "network_stream" in response.extensions
+        and "Transfer-Encoding" not in headers
+        and headers.get("Content-Encoding", "identity").lower() == "identity"
+    )
+    return int(length) if plain and length.isdigit() else None
+
+
+def body_chunks(
+    response: httpx2.Response, buffer: bytearray, timeout: float | None
+) -> Iterator[bytes | memoryview]:
+    """``response``'s body (a streamed response, not read yet) as it arrives.
+
+    A plain HTTP/1.1 body is read into ``buffer`` after its first chunk: each chunk yielded is
+    then a view of ``buffer``, valid until the next one is asked for. A TLS connection is read
+    through its stream (still no copy in Python); a plain one with ``recv_into``. Anything
+    else (HTTP/2, chunked, compressed, a test transport) comes through the client.
+
+    Args:
+        response: from ``client.stream(...)``; ``Accept-Encoding: identity`` asked for.
+        buffer: where the direct reads land (its size is the largest chunk).
+        timeout: seconds without a byte before the read fails.
+
+    Raises:
+        httpx2.ReadError, httpx2.ReadTimeout: the connection failed or stalled.
+    """
+    chunks = response.iter_bytes()
+    left = _direct_length(response)
+    if left is None:
+        yield from chunks
+        return
+    for chunk in chunks:  # the bytes read with the headers (or the client's first read)
+        left -= len(chunk)
+        yield chunk
+        break
+    stream = response.extensions["network_stream"]
+    sock = stream.get_extra_info("socket") if stream.get_extra_info("ssl_object") is None else None
+    if sock is not None:
+        sock.settimeout(timeout)
+    view = memoryview(buffer)
+    while left > 0:
+        try:
+            if sock is not None:
+                chunk = view[: sock.recv_into(view, min(len(view), left))]
+            else:
+                chunk = stream.read(min(len(view), left), timeout)
+        except (TimeoutError, httpcore2.TimeoutException) as exc:
+            raise httpx2.ReadTimeout(str(exc) or "timed out", request=response.request) from exc
+        except (OSError, httpcore2.NetworkError) as exc:
+            message = str(exc) or type(exc).__name__
+            raise httpx2.ReadError(message, request=response.request) from exc
+        if not chunk:  # closed early: the caller sees the body cut short
+            return
+        left -= len(chunk)
+        yield chunk
