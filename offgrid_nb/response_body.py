@@ -9,9 +9,10 @@ measured in ``benchmarks/download_throughput.py``. Neither library has an option
 (encode/httpcore#135), so this module
 
 - raises ``httpcore2``'s read size (:func:`use_large_reads`), and
-- reads the rest of a plain HTTP/1.1 body of known length straight off its connection
-  (:func:`body_chunks`), through the ``network_stream`` response extension that ``httpcore``
-  documents for stepping outside its request/response model.
+- reads the rest of an HTTP/1.1 body of known length over plain TCP (a LAN mirror, loopback:
+  where the CPU, not the link, is the limit) straight off its socket (:func:`body_chunks`),
+  reached through the ``network_stream`` response extension that ``httpcore`` documents for
+  stepping outside its request/response model.
 
 The client still sends the request, follows redirects and reads the headers and the bytes that
 came with them, so proxies, tokens and errors are as it handles them. A connection whose body was
@@ -20,6 +21,8 @@ read this way is closed afterwards instead of reused (the client never saw the b
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Iterator
 
 import httpcore2
@@ -38,13 +41,21 @@ def use_large_reads() -> None:
     connection.READ_NUM_BYTES = max(connection.READ_NUM_BYTES, READ_SIZE)
 
 
+def _plain_socket(response: httpx2.Response) -> socket.socket | None:
+    """The TCP socket under ``response`` when its connection is plain (no TLS), else ``None``."""
+    stream = response.extensions.get("network_stream")
+    if stream is None or stream.get_extra_info("ssl_object") is not None:
+        return None
+    sock = stream.get_extra_info("socket")
+    return sock if isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket) else None
+
+
 def _direct_length(response: httpx2.Response) -> int | None:
     """The body's length when it can be read off the connection itself, else ``None``."""
     headers = response.headers
     length = headers.get("Content-Length", "")
     plain = (
         response.http_version == "HTTP/1.1"
-        and "network_stream" in response.extensions
         and "Transfer-Encoding" not in headers
         and headers.get("Content-Encoding", "identity").lower() == "identity"
     )
@@ -56,10 +67,12 @@ def body_chunks(
 ) -> Iterator[bytes | memoryview]:
     """``response``'s body (a streamed response, not read yet) as it arrives.
 
-    A plain HTTP/1.1 body is read into ``buffer`` after its first chunk: each chunk yielded is
-    then a view of ``buffer``, valid until the next one is asked for. A TLS connection is read
-    through its stream (still no copy in Python); a plain one with ``recv_into``. Anything
-    else (HTTP/2, chunked, compressed, a test transport) comes through the client.
+    The body of a plain (not TLS) HTTP/1.1 connection with a known length is read into
+    ``buffer`` after its first chunk, with ``recv_into``: each chunk yielded is then a view of
+    ``buffer``, valid until the next one is asked for. Its connection is closed afterwards
+    (a new one costs a round trip on a LAN). Anything else (TLS, where a new connection would
+    cost a handshake per request and decryption costs more than the copies; HTTP/2; chunked;
+    compressed; a test transport) comes through the client.
 
     Args:
         response: from ``client.stream(...)``; ``Accept-Encoding: identity`` asked for.
@@ -70,7 +83,8 @@ def body_chunks(
         httpx2.ReadError, httpx2.ReadTimeout: the connection failed or stalled.
     """
     chunks = response.iter_bytes()
-    left = _direct_length(response)
+    sock = _plain_socket(response)
+    left = _direct_length(response) if sock is not None else None
     if left is None:
         yield from chunks
         return
@@ -78,20 +92,14 @@ def body_chunks(
         left -= len(chunk)
         yield chunk
         break
-    stream = response.extensions["network_stream"]
-    sock = stream.get_extra_info("socket") if stream.get_extra_info("ssl_object") is None else None
-    if sock is not None:
-        sock.settimeout(timeout)
+    sock.settimeout(timeout)
     view = memoryview(buffer)
     while left > 0:
         try:
-            if sock is not None:
-                chunk = view[: sock.recv_into(view, min(len(view), left))]
-            else:
-                chunk = stream.read(min(len(view), left), timeout)
-        except (TimeoutError, httpcore2.TimeoutException) as exc:
+            chunk = view[: sock.recv_into(view, min(len(view), left))]
+        except TimeoutError as exc:
             raise httpx2.ReadTimeout(str(exc) or "timed out", request=response.request) from exc
-        except (OSError, httpcore2.NetworkError) as exc:
+        except OSError as exc:
             message = str(exc) or type(exc).__name__
             raise httpx2.ReadError(message, request=response.request) from exc
         if not chunk:  # closed early: the caller sees the body cut short
