@@ -208,6 +208,7 @@ class Scheduler:
         self._n_batch = loaded.llama.n_batch
         self._cells: np.ndarray | None = None  # candidates for grammar resampling
         self._control: np.ndarray | None = None  # see _markup_tokens
+        self._unified = bool(loaded.llama.context_params.kv_unified)  # one KV stream
 
     def status(self) -> dict[str, int]:
         """``{"parallel", "busy", "queued"}``: slots, slots serving a job, jobs waiting
@@ -413,7 +414,8 @@ class Scheduler:
         job.prompt_tokens, job.prompt_tokens_evaluated = len(tokens), len(slot.pending)
 
     def _step(self, busy: list[_Slot], batch: Any) -> None:
-        """One ``llama_decode``: each generating slot's token, then prompt chunks; sample."""
+        """One ``llama_decode``: each generating slot's token, prompt chunks with what the batch
+        has left, in the order of the slots' sequence ids; sample."""
         rows: list[tuple[_Slot, int]] = []  # slots sampled after the decode, at their row
         n = 0
 
@@ -426,17 +428,30 @@ class Scheduler:
                 rows.append((slot, n))
             n += 1
 
-        for slot in busy:
-            if slot.next_token is not None:
+        filling = self._gaps(busy)  # seq -> the position of its throwaway token
+        left = self._n_batch - len(filling) - sum(slot.next_token is not None for slot in busy)
+        for slot in self._slots:
+            if slot.seq in filling:  # after what its KV stream holds, removed after the decode
+                batch.token[n], batch.pos[n], batch.logits[n] = 0, filling[slot.seq], False
+                batch.n_seq_id[n], batch.seq_id[n][0] = 1, slot.seq
+                n += 1
+            elif slot.job is not None and slot.next_token is not None:
                 add(slot, slot.next_token, True)
                 slot.next_token = None
-        for slot in busy:
-            take = slot.pending[: self._n_batch - n]
-            del slot.pending[: len(take)]
-            for i, token in enumerate(take):
-                add(slot, token, i == len(take) - 1 and not slot.pending)
+            elif slot.job is not None:
+                take = slot.pending[:left]
+                del slot.pending[: len(take)]
+                left -= len(take)
+                for i, token in enumerate(take):
+                    add(slot, token, i == len(take) - 1 and not slot.pending)
         batch.n_tokens = n
-        if self._lib.llama_decode(self.loaded.llama.ctx, batch) != 0:
+        failed = self._lib.llama_decode(self.loaded.llama.ctx, batch) != 0
+        memory = self._lib.llama_get_memory(self.loaded.llama.ctx)
+        for seq, pos in filling.items():
+            if not self._lib.llama_memory_seq_rm(memory, seq, pos, -1):  # a recurrent state
+                self._lib.llama_memory_seq_rm(memory, seq, -1, -1)
+                self._slots[seq].cached = []
+        if failed:
             for slot in busy:
                 slot.cached.clear()  # its KV cache is unknown now
                 error = GenerationError("llama.cpp failed to decode a batch")
@@ -448,6 +463,21 @@ class Scheduler:
                 self._sampled(slot, self._lib.llama_sampler_sample(slot.sampler, ctx, row))
             else:
                 self._sampled_in_grammar(slot, row)
+
+    def _gaps(self, busy: list[_Slot]) -> dict[int, int]:
+        """Free slots between busy ones, each to get one throwaway token this step (by sequence
+        id: the position after what its KV stream holds): with a stream per slot, llama.cpp
+        decodes only a run of consecutive sequence ids in one pass over the weights (replies
+        in slots 0 and 3 took two passes a step, a third fewer tokens/s)."""
+        if self._unified or len(busy) < 2:
+            return {}
+        memory = self._lib.llama_get_memory(self.loaded.llama.ctx)
+        gaps = {}
+        for slot in self._slots[busy[0].seq : busy[-1].seq]:
+            pos = self._lib.llama_memory_seq_pos_max(memory, slot.seq) + 1
+            if slot.job is None and pos < self.loaded.n_ctx:
+                gaps[slot.seq] = pos
+        return gaps
 
     def _sampled_in_grammar(self, slot: _Slot, row: int) -> None:
         """Sample as llama.cpp's ``common_sampler_sample`` does with a grammar: the chain's

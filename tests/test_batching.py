@@ -82,6 +82,22 @@ def test_stop_strings_and_max_tokens_are_per_slot(tiny_model):
     assert full.text == whole
 
 
+def test_a_free_slot_between_busy_ones_keeps_its_cache(tiny_model):
+    # Three texts take slots 0, 1, 2; then the first and the third go on together (slot 1 gets
+    # a throwaway token each step, so one pass decodes both: see Scheduler._gaps); the
+    # second's continuation still reuses its cache and says what it says without that.
+    options = {"max_tokens": 8, "temperature": 0, "parallel": 3}
+    texts = [t + generate(tiny_model, t, **options) for t in PROMPTS[:3]]
+    together(tiny_model, [{"prompt": t + " more", "max_tokens": 8} for t in texts[::2]], parallel=3)
+    again = texts[1] + " and again"
+    reply = generate(tiny_model, again, **options)
+    unload_model()
+    fresh = generate(tiny_model, again, **options)
+    assert fresh == reply
+    evaluated = reply.reply.usage.prompt_tokens_evaluated
+    assert evaluated < fresh.reply.usage.prompt_tokens_evaluated / 2  # the cached prefix stayed
+
+
 def test_each_chat_keeps_its_prefix_in_its_slot_across_turns(tiny_model):
     def second_turn_evaluates(parallel: int) -> tuple[int, int]:
         a, b = (Chat(tiny_model, max_tokens=8, temperature=0, parallel=parallel) for _ in "ab")
@@ -267,8 +283,12 @@ def test_a_chat_model_embeds_in_its_own_context_without_a_reload(tiny_model):
 
 def test_embeddings_go_ahead_of_queued_replies(tiny_model):
     events: list[str] = []
-    running = generate(tiny_model, "hello", stream=True, max_tokens=30, parallel=1)
-    waiting = generate(tiny_model, "abc", stream=True, max_tokens=3, parallel=1)
+    # long enough to hold the one slot while the others queue (the tiny model makes ~4000
+    # tokens/s: 30 could end before the threads below start)
+    running = generate(tiny_model, "hello", stream=True, max_tokens=1500, parallel=1)
+    # a long prompt: its first piece comes tens of ms after the slot frees, so the embedding
+    # thread, woken when its vector is done, records its event first
+    waiting = generate(tiny_model, "abc " * 200, stream=True, max_tokens=3, parallel=1)
 
     def reply() -> None:
         next(iter(waiting))
