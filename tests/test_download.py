@@ -118,6 +118,7 @@ class Faults:
     fail_first: int = 0  # answer 503 to this many file requests
     rate: float | None = None  # bytes per second
     etag: str | None = None  # send this ETag instead of the sha256
+    latency: float = 0.0  # seconds before answering a file request
 
 
 @dataclass
@@ -127,6 +128,8 @@ class FaultyHub:
     files: dict[str, bytes]
     faults: Faults = field(default_factory=Faults)
     requests: list[Request] = field(default_factory=list)
+    sending: int = 0  # file bodies being sent now...
+    most_sending: int = 0  # ...and the most at once
 
     def file_requests(self) -> list[Request]:
         return [r for r in self.requests if "/resolve/" in r.path]
@@ -159,6 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = Request(self.path, self.headers.get("Range"), 200)
         hub.requests.append(request)
         faults = hub.faults
+        time.sleep(faults.latency)
         if faults.fail_first > 0:
             faults.fail_first -= 1
             request.status = 503
@@ -184,6 +188,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(bytes(data), start, end, request)
 
     def _send(self, data: bytes, start: int, end: int, request: Request) -> None:
+        hub = self.server.hub
+        with self.server.lock:
+            hub.sending += 1
+            hub.most_sending = max(hub.most_sending, hub.sending)
+        try:
+            self._send_body(data, start, end, request)
+        finally:
+            with self.server.lock:
+                hub.sending -= 1
+
+    def _send_body(self, data: bytes, start: int, end: int, request: Request) -> None:
         faults = self.server.hub.faults
         stall = None
         with self.server.lock:  # one request takes each fault
@@ -198,6 +213,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             for offset in range(start, end, step):
                 piece = data[offset : min(offset + step, end, stall if stall else end)]
+                if faults.rate:  # before the write: the last byte ends the response
+                    time.sleep(len(piece) / faults.rate)
                 self.wfile.write(piece)
                 request.sent += len(piece)
                 if offset + len(piece) == stall:
@@ -205,8 +222,6 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(faults.stall_for)  # the client gives up meanwhile
                     self.close_connection = True
                     return
-                if faults.rate:
-                    time.sleep(len(piece) / faults.rate)
         except OSError:  # the client went away
             self.close_connection = True
 
@@ -523,6 +538,37 @@ def test_a_file_is_fetched_in_parts_over_several_connections(faulty, tmp_path, s
     ]
     assert [e.connections for e in events if e.status == "downloading"][-1] == 4
     assert leftovers(tmp_path / "models") == []
+
+
+def test_a_connection_asks_for_its_next_part_before_the_current_one_ends(
+    faulty, tmp_path, small_parts
+):
+    # Four parts over two connections: each asks for its second part while the last quarter of
+    # its first arrives (no round trip between parts), so up to four bodies are sent at once.
+    faulty.faults.rate = 500_000  # per connection: a part takes 0.5 s, the link is the limit
+    faulty.faults.latency = 0.03  # a round trip worth hiding (dl.AHEAD_WAIT)
+
+    path = dl.download(REPO, FILE, connections=2)
+
+    assert path.read_bytes() == faulty.files[FILE]
+    assert faulty.most_sending > 2
+    quarter = 256 * 1024
+    assert part_requests(faulty) == [  # each part asked for once
+        *((f"bytes={i * quarter}-{(i + 1) * quarter - 1}", 206) for i in range(3)),
+        ("bytes=786432-", 206),
+    ]
+    assert leftovers(tmp_path / "models") == []
+
+
+def test_a_round_trip_too_short_to_hide_sends_nothing_ahead(faulty, small_parts, monkeypatch):
+    faulty.faults.rate = 500_000
+    faulty.faults.latency = 0.03
+    monkeypatch.setattr(dl, "AHEAD_WAIT", 10.0)  # a wait shorter than this is not worth it
+
+    path = dl.download(REPO, FILE, connections=2)
+
+    assert path.read_bytes() == faulty.files[FILE]
+    assert faulty.most_sending == 2
 
 
 def test_the_connections_setting_is_the_default(faulty, monkeypatch, small_parts):
