@@ -820,15 +820,27 @@ class _Download:
         # (on loopback, where the CPU is the limit, it cost 5%: 780 against 825 MB/s)
         link_bound = threading.Event()
 
-        def take(done: _Part | None, *, split: bool = True) -> _Part | None:
-            """The next part to fetch: from the queue, else (``split``) half of one in flight."""
+        def take(done: _Part | None) -> _Part | None:
+            """The next part to fetch: from the queue, else half of one in flight."""
             with taking:
                 if done is not None:
                     active.remove(done)
-                part = parts.popleft() if parts else _split(active) if split else None
+                part = parts.popleft() if parts else _split(active)
                 if part is not None:
                     active.append(part)
                 return part
+
+        def reserve() -> _Part | None:
+            """The next queued part, to ask for ahead: not in flight yet, so never split (its
+            request's bytes beyond a cut would be thrown away)."""
+            with taking:
+                return parts.popleft() if parts else None
+
+        def switch(done: _Part, following: _Part) -> None:
+            """``done`` is in, ``following`` (reserved) in flight now."""
+            with taking:
+                active.remove(done)
+                active.append(following)
 
         def work(index: int) -> None:
             part: _Part | None = None
@@ -838,7 +850,7 @@ class _Download:
                 """Ask for the next queued part now: the current one is nearly in."""
                 nonlocal ahead
                 if ahead is None and link_bound.is_set() and index < ramp.count:
-                    following = take(None, split=False)
+                    following = reserve()
                     if following is not None:
                         ahead = _Ahead(following, self._request(url, partial, following))
 
@@ -846,8 +858,7 @@ class _Download:
                 while not stop.is_set():
                     sent, ahead = ahead, None
                     if sent is not None:
-                        with taking:
-                            active.remove(part)  # finished
+                        switch(part, sent.part)  # type: ignore[arg-type]  # set with sent
                         part = sent.part
                     elif index >= ramp.count:  # the ramp undid it
                         return
