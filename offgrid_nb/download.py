@@ -849,7 +849,12 @@ class _Download:
             def send_next() -> None:
                 """Ask for the next queued part now: the current one is nearly in."""
                 nonlocal ahead
-                if ahead is None and link_bound.is_set() and index < ramp.count:
+                if (
+                    ahead is None
+                    and link_bound.is_set()
+                    and not stop.is_set()
+                    and index < ramp.count
+                ):
                     following = reserve()
                     if following is not None:
                         ahead = _Ahead(following, self._request(url, partial, following))
