@@ -26,7 +26,8 @@ How one file of a model is fetched (``final`` is ``<models_dir>/<org>/<repo>/<pa
 
 The HTTP client, headers (token) and error mapping are ``huggingface_hub``'s, so a gated repo,
 a mirror (``HF_ENDPOINT``) or a proxy behave exactly as with ``hf download``; only the bytes of
-a plain HTTP/1.1 body are read off the connection itself (:mod:`offgrid_nb.response_body`).
+an HTTP/1.1 body over plain TCP (not TLS) are read off the socket itself
+(:mod:`offgrid_nb.response_body`).
 """
 
 from __future__ import annotations
@@ -396,6 +397,11 @@ class _Ahead:
             response, self._response = self._response, None
         if response is not None:
             self._request.__exit__(None, None, None)
+
+
+def _is_ranged(part: _Part, size: int | None) -> bool:
+    """Whether ``part`` is asked for with ``Range`` (anything but the whole file)."""
+    return part.start > 0 or part.end != size
 
 
 def _parts(have: list[Span], size: int | None, connections: int) -> list[_Part]:
@@ -959,7 +965,7 @@ class _Download:
         """The GET of the rest of ``part`` (a ``Range`` unless it is the whole file), to send."""
         size = partial.remote.size
         headers = dict(self.headers)
-        if part.start > 0 or part.end != size:
+        if _is_ranged(part, size):
             last = "" if part.end in (None, size) else part.end - 1  # type: ignore[operator]
             headers["Range"] = f"bytes={part.start}-{last}"
         timeout = self.settings.hub_timeout
@@ -979,7 +985,7 @@ class _Download:
         response takes :data:`AHEAD_WAIT` or longer."""
         self.check_cancel()
         size = partial.remote.size
-        ranged = part.start > 0 or part.end != size
+        ranged = _is_ranged(part, size)  # as _request asked
         started = time.monotonic()
         with sent.opened(stop) if sent else self._request(url, partial, part) as response:
             waited = sent.waited if sent else time.monotonic() - started

@@ -3,9 +3,10 @@
 ``huggingface_hub``'s client (``httpx2`` over ``httpcore2`` and ``h11``) reads 64 KiB at a time
 and copies every chunk three times in Python (into ``h11``'s buffer, out of it, into ``bytes``),
 allocating each copy anew and holding the GIL meanwhile. On a fast link that is most of a
-download's CPU and starves the thread that hashes what arrives: on loopback it spends 0.9 s of
-CPU a GB where reading the socket into one reused buffer spends 0.4 (``curl``: about the same),
-measured in ``benchmarks/download_throughput.py``. Neither library has an option for it
+download's CPU and starves the thread that hashes what arrives: one 512 MB GET on loopback
+spent 0.9-2.3 s of CPU a GB (receive and write) through the client and 0.4-0.6 s reading the
+socket into one reused buffer (a probe of py-spy's findings; the effect on whole downloads is
+in ``benchmarks/download_throughput.py``). Neither library has an option for it
 (encode/httpcore#135), so this module
 
 - raises ``httpcore2``'s read size (:func:`use_large_reads`), and
