@@ -816,6 +816,21 @@ def test_the_ramp_never_passes_its_cap_and_a_fixed_count_never_moves(cap, start,
     assert ramp.settled
 
 
+def test_the_prefix_hash_takes_fed_chunks_at_its_end_and_reads_back_the_rest(tmp_path):
+    data = os.urandom(3 * MB + 5)
+    path = tmp_path / "file.part"
+    path.write_bytes(data)
+    digest = dl._PrefixHash(path)
+    digest.feed(MB, memoryview(data)[MB : 2 * MB])  # ahead of the hash: left to read back
+    assert digest.hashed == 0
+    digest.feed(0, memoryview(data)[:MB])  # extends it: no read-back
+    assert digest.hashed == MB
+    assert digest.update(2 * MB, budget=MB // 2) == MB // 2
+    assert digest.update(len(data)) == len(data) - MB - MB // 2
+    digest.close()
+    assert digest.hasher.hexdigest() == sha256(data)
+
+
 def test_parts_resume_after_sigkill_asking_only_for_missing_ranges(tmp_path, monkeypatch):
     repo_id, size = "slow/link-GGUF", 4 << 20
     data = os.urandom(size)
