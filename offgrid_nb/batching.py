@@ -49,7 +49,7 @@ import numpy as np
 from .config import get_settings
 from .engine import LoadedModel
 from .errors import ContextOverflowError, GenerationError, InvalidArgumentError, ServerBusyError
-from .llama_backend import llama_cpp
+from .llama_backend import greedy_token, llama_cpp
 from .structured import grammar_sampler
 
 # llama.cpp's llama_token_data: {llama_token id; float logit; float p}
@@ -145,6 +145,7 @@ class _Slot:
     pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
     next_token: int | None = None  # sampled, to evaluate in the next step
     sampler: Any = None
+    greedy: bool = False  # temperature 0: the sampler's pick is the highest logit (_pick)
     grammar: Any = None  # llama.cpp's grammar sampler, when the job has a grammar
     text: _Text | None = None
     max_tokens: int = 0
@@ -205,6 +206,7 @@ class Scheduler:
         self._running = False
         self._lib = llama_cpp()
         self._vocab = loaded.llama._model.vocab
+        self._n_vocab = self._lib.llama_vocab_n_tokens(self._vocab)
         self._n_batch = loaded.llama.n_batch
         self._cells: np.ndarray | None = None  # candidates for grammar resampling
         self._control: np.ndarray | None = None  # see _markup_tokens
@@ -408,6 +410,7 @@ class Scheduler:
         slot.cached, slot.pending = tokens[:keep], tokens[keep:]
         slot.next_token = None
         slot.sampler = _sampler(job.temperature, job.seed)
+        slot.greedy = job.temperature == 0
         slot.grammar = grammar
         slot.text = _Text(stops)
         slot.max_tokens = min(job.max_tokens, self.loaded.n_ctx - len(tokens))
@@ -457,12 +460,19 @@ class Scheduler:
                 error = GenerationError("llama.cpp failed to decode a batch")
                 self._finish(slot, "error", error)
             return
-        ctx = self.loaded.llama.ctx
         for slot, row in rows:
             if slot.grammar is None:
-                self._sampled(slot, self._lib.llama_sampler_sample(slot.sampler, ctx, row))
+                self._sampled(slot, self._pick(slot, row))
             else:
                 self._sampled_in_grammar(slot, row)
+
+    def _pick(self, slot: _Slot, row: int) -> int:
+        """The token ``slot``'s sampler chain picks from the logits at ``row`` (at temperature
+        0 the greedy pick, without the chain: its ``accept`` does nothing there)."""
+        ctx = self.loaded.llama.ctx
+        if slot.greedy:
+            return greedy_token(ctx, row, self._n_vocab)
+        return self._lib.llama_sampler_sample(slot.sampler, ctx, row)
 
     def _gaps(self, busy: list[_Slot]) -> dict[int, int]:
         """Free slots between busy ones, each to get one throwaway token this step (by sequence
@@ -485,8 +495,8 @@ class Scheduler:
         only when the grammar rejects it, the grammar over all candidates, then the chain.
         The token is accepted into the grammar once, and only one the grammar allowed
         (llama.cpp aborts the process on anything else)."""
-        lib, ctx = self._lib, self.loaded.llama.ctx
-        token = lib.llama_sampler_sample(slot.sampler, ctx, row)
+        lib = self._lib
+        token = self._pick(slot, row)
         if self._markup(token) or not self._grammar_allows(slot.grammar, token):
             candidates = self._candidates(row)
             lib.llama_sampler_apply(slot.grammar, ctypes.byref(candidates))
@@ -514,10 +524,9 @@ class Scheduler:
         picks them."""
         if self._control is None:
             lib, vocab = self._lib, self._vocab
-            n_vocab = lib.llama_vocab_n_tokens(vocab)
             self._control = np.array(
                 [lib.llama_vocab_is_control(vocab, t) and not lib.llama_vocab_is_eog(vocab, t)
-                 for t in range(n_vocab)], dtype=bool,
+                 for t in range(self._n_vocab)], dtype=bool,
             )  # fmt: skip
         return self._control
 
@@ -527,8 +536,7 @@ class Scheduler:
     def _candidates(self, row: int) -> Any:
         """Every token with its logit at ``row``, as a ``llama_token_data_array`` (numpy fills
         it: a Python loop over 262k tokens would cost more than the decode)."""
-        lib = self._lib
-        n_vocab = lib.llama_vocab_n_tokens(self._vocab)
+        lib, n_vocab = self._lib, self._n_vocab
         if self._cells is None or len(self._cells) != n_vocab:
             self._cells = np.zeros(n_vocab, dtype=_TOKEN_DATA)
         self._cells["id"] = np.arange(n_vocab, dtype=np.int32)  # the samplers sort in place
