@@ -92,6 +92,7 @@ RAMP_CAP = 16  # ...and doubles up to
 RAMP_INTERVAL = 0.2  # seconds of transfer each count is measured over
 RAMP_GAIN = 1.1  # a doubling that raised the speed less than this (+10%) is undone
 RAMP_CPU = 0.85  # of one core: the download's threads using more are the limit, not the link
+RAMP_RECHECK = 3.0  # seconds a settled count below the cap stays before it is measured again
 MIN_PART = 16 << 20  # bytes: no part is smaller, so a file under 16 MiB is one request
 MAX_PART = 64 << 20  # nor bigger: the prefix hash trails the parts in flight by ~connections parts
 PARTS_PER_CONNECTION = 4  # so parts in flight at the end (hashed after the last byte) are ~1/4
@@ -441,6 +442,8 @@ class _Ramp:
     core (the HTTP client parses in Python: on a fast link the CPU, not the link, is the
     limit), the count doubles, up to ``cap``. A doubling that did not pay is undone, and the
     count then stays: a link capped per connection gets many, a total cap or a fast LAN few.
+    A count below ``cap`` is measured again (and may double again) every
+    :data:`RAMP_RECHECK` seconds: a link gets faster once a cold server or CDN edge warms up.
     """
 
     def __init__(self, cap: int, start: int = RAMP_START) -> None:
@@ -449,10 +452,13 @@ class _Ramp:
         self.settled = self.count >= cap
         self._before: tuple[int, float] | None = None  # (count, speed) before the last doubling
         self._mark: tuple[float, int, float] | None = None  # (time, bytes, CPU seconds) then
+        self._settled_at = 0.0  # when the count last settled
 
     def observe(self, now: float, received: int, cpu: float, *, ready: bool = True) -> int:
         """The count to run, given the time, the bytes received and the CPU seconds used so
         far; ``ready``: every connection of the current count has delivered bytes."""
+        if self.settled and self.count < self.cap and now - self._settled_at >= RAMP_RECHECK:
+            self.settled, self._before, self._mark = False, None, None  # measure it again
         if self.settled or not ready:
             return self.count
         if self._mark is None:
@@ -469,6 +475,8 @@ class _Ramp:
             self.count, self.settled = self._before[0], True  # it did not pay: undo it
         elif busy >= RAMP_CPU or self.count >= self.cap:
             self.settled = True
+        if self.settled:
+            self._settled_at = now
         else:
             self._before = (self.count, speed)
             self.count = min(2 * self.count, self.cap)
@@ -914,11 +922,15 @@ class _Download:
         n_parts = len(parts)
 
         def grow() -> None:
-            """Start connections up to the ramp's count, while parts are left for them."""
-            for index in range(len(threads), min(ramp.count, n_parts) if parts else 0):
+            """Start connections up to the ramp's count while parts are queued for them (again
+            where the ramp undid one before: its thread ended after its part)."""
+            for index in range(min(ramp.count, n_parts) if parts and not stop.is_set() else 0):
+                if index < len(threads) and threads[index].is_alive():
+                    continue
                 name = f"offgrid-download-part-{index}"
-                threads.append(threading.Thread(target=work, args=(index,), name=name, daemon=True))
-                threads[-1].start()
+                thread = threading.Thread(target=work, args=(index,), name=name, daemon=True)
+                threads[index : index + 1] = [thread]  # a new index, or a finished thread's
+                thread.start()
             running = max(min(ramp.count, len(threads)), 1)
             self.tracker.event = replace(self.tracker.event, connections=running)
 
@@ -938,10 +950,9 @@ class _Download:
                     else:
                         link_bound.clear()
                     mark = (now, cpu)
-                if not ramp.settled:
-                    ready = all(thread in partial.cpu for thread in threads)
-                    ramp.observe(now, partial.received, cpu, ready=ready)
-                    grow()
+                ready = all(thread in partial.cpu for thread in threads)
+                ramp.observe(now, partial.received, cpu, ready=ready)
+                grow()
                 if partial.received != seen:
                     partial.save()
                     self.tracker.advance(partial.done, received=partial.received - seen)

@@ -789,6 +789,18 @@ def test_the_ramp_undoes_a_doubling_that_did_not_pay_and_stays():
     assert ramp_counts(ramp, [(50 * MB, 0.1), (500 * MB, 0.1)]) == [4, 4]
 
 
+def test_a_settled_count_below_the_cap_is_measured_again_after_a_while():
+    ramp = dl._Ramp(16)
+    assert ramp_counts(ramp, [(50 * MB, 0.1), (52 * MB, 0.1)]) == [4, 2]  # a cold server
+    settled_at = 100.0 + 2 * dl.RAMP_INTERVAL
+    assert ramp.observe(settled_at + dl.RAMP_RECHECK - 0.1, 0, 0.0) == 2
+    assert ramp.settled
+    now = settled_at + dl.RAMP_RECHECK
+    ramp.observe(now, 0, 0.0)  # warm now: measured again...
+    assert not ramp.settled
+    assert ramp.observe(now + dl.RAMP_INTERVAL, 10 * MB, 0.01) == 4  # ...and doubled
+
+
 def test_the_ramp_stops_where_the_cpu_is_the_limit():
     assert ramp_counts(dl._Ramp(16), [(900 * MB, 0.9)]) == [2]  # bare loopback
     phases = [(50 * MB, 0.3), (100 * MB, 0.9), (200 * MB, 0.1)]  # it paid, but the CPU is busy
