@@ -18,6 +18,9 @@ counts it settled at are printed with the table.
   (d) a download in a subprocess is SIGKILLed once half the file has crossed a TCP proxy in
       front of the mirror, then run again; the bytes the second run received (the wire's view,
       counted by the proxy) as a share of the file. Target: <= 55%. On links (a) and (c).
+  (e) link (a) behind a proxy that holds the total to 40 MB/s for the first 3 s (a cold server
+      or CDN edge warming up): the default, which measures a settled count again every few
+      seconds, against curl on (a). No target; the counts per run show the ramp.
 
 ``curl -o, then openssl sha256`` is a download checked as ours is (we hash while the bytes
 arrive): the like-for-like reference for (c) on a machine with few cores, where the mirror, the
@@ -71,6 +74,7 @@ LINKS = {
     "b": ("(b) (a) + 100 MB/s in total", [*CAPPED, "--rate-total", str(TOTAL)]),
     "c": ("(c) bare loopback", []),
 }
+COLD = (40_000_000, 3.0)  # link (e): bytes/s in total for the first seconds
 TARGETS = {"a": ">= 5x curl", "b": ">= 0.95 of the cap (c)", "c": ">= 0.9x curl"}
 
 
@@ -104,16 +108,30 @@ class Mirror:
 
 
 class CountingProxy(socketserver.ThreadingTCPServer):
-    """A TCP proxy to ``upstream`` that counts the bytes sent back to clients."""
+    """A TCP proxy to ``upstream`` that counts the bytes sent back to clients; ``cold``:
+    (bytes/s, seconds), a cap on their total for that long after the first of them."""
 
     daemon_threads = True
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int], cold: tuple[float, float] | None = None) -> None:
         self.upstream = upstream
         self.received = 0
         self.lock = threading.Lock()
+        self.cold = cold
+        self.started: float | None = None
         super().__init__(("127.0.0.1", 0), ProxyHandler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def pace(self, n: int) -> None:
+        """Count ``n`` more bytes; while the cold cap holds, wait until it lets them through."""
+        with self.lock:
+            self.received += n
+            now = time.monotonic()
+            self.started = self.started or now
+            if self.cold is None or now - self.started >= self.cold[1]:
+                return
+            wait = self.received / self.cold[0] - (now - self.started)
+        time.sleep(max(wait, 0.0))
 
     @property
     def url(self) -> str:
@@ -129,8 +147,7 @@ class ProxyHandler(socketserver.BaseRequestHandler):
                     target=self.pump, args=(self.request, upstream), daemon=True
                 ).start()
                 while data := upstream.recv(1 << 20):
-                    with proxy.lock:
-                        proxy.received += len(data)
+                    proxy.pace(len(data))
                     self.request.sendall(data)
         except OSError:  # the client was killed
             pass
@@ -278,6 +295,17 @@ def kill_at_half(
     return first / size, recorded / size, second / size
 
 
+def cold_start(url: str, work: Path) -> tuple[float, list[int]]:
+    """The default on link (e): ``url``'s mirror behind a proxy capped at ``COLD`` for its
+    first seconds. Returns the seconds and the connection counts it reported."""
+    mirror_port = int(url.rsplit(":", 1)[1])
+    proxy = CountingProxy(("127.0.0.1", mirror_port), cold=COLD)
+    default = Ours(None)
+    seconds = default(proxy.url, work)
+    proxy.shutdown()
+    return seconds, default.counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=512)
@@ -303,6 +331,7 @@ def main() -> None:
     tails: dict[str, dict[str, list[float]]] = {}  # seconds from our last byte to the end
     counts: dict[str, list[list[int]]] = {}  # the default's connection counts, per run
     kills: dict[str, tuple[float, float, float]] = {}
+    colds: list[tuple[float, list[int]]] = []  # link (e): seconds and counts per run
 
     with tempfile.TemporaryDirectory(prefix="offgrid-bench-") as tmp:
         work = Path(tmp)
@@ -334,6 +363,8 @@ def main() -> None:
                             counts[key].append(default.counts)
                 if key in ("a", "c"):
                     kills[key] = kill_at_half(mirror.url, work, size, env)
+                if key == "a":
+                    colds = [cold_start(mirror.url, work) for _ in range(args.runs)]
             finally:
                 mirror.stop()
         one_pass = one_pass_sha256(source)
@@ -364,6 +395,15 @@ def main() -> None:
         print(
             f"(c) the default against curl -o, then its sha256: "
             f"{verified / statistics.median(results['c'][DEFAULT]):.2f}x"
+        )
+    if colds:
+        seconds = statistics.median(run for run, _ in colds)
+        runs = ", ".join("->".join(map(str, counts)) for _, counts in colds)
+        print(
+            f"(e) link (a), {COLD[0] / 1e6:.0f} MB/s in total for its first {COLD[1]:g} s: the"
+            f" default {size / seconds / 1e6:.0f} MB/s,"
+            f" {statistics.median(results['a']['curl -o']) / seconds:.2f}x curl on (a);"
+            f" connections per run: {runs}"
         )
     for key, (first, recorded, second) in kills.items():
         print(

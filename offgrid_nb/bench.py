@@ -32,6 +32,7 @@ import ctypes
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -289,28 +290,56 @@ class _Runner:
     def _random(self, n: int) -> list[int]:
         return self.rng.integers(0, self.n_vocab, n).tolist()
 
-    def run(self) -> dict[str, float]:
-        config = self.config
+    def prompt(self) -> _Timed:
+        """From a cache of ``depth`` tokens: the prompt, timed, and the first pick."""
         self._fill()
-        prompt_s = self._decode(self._random(config.prompt_tokens))
+        prompt_s = self._decode(self._random(self.config.prompt_tokens))
         token, first_s = self._sample()
-        if not config.generation_after_prompt:
-            self._fill()  # untimed: generation starts at ``depth`` (llama-bench's tg)
+        return _Timed(self.process.memory_info().rss, token, prompt_s, first_s)
+
+    def generation(self, token: int | None = None) -> _Timed:
+        """``output_tokens`` generated, each decode and pick timed: after the prompt from its
+        pick ``token``, else (``None``) from a cache of ``depth`` tokens, as llama-bench's tg."""
+        if token is None:
+            self._fill()  # untimed
+            token = self._random(1)[0]
         gen_s = sample_s = 0.0
-        for _ in range(config.output_tokens):
+        for _ in range(self.config.output_tokens):
             gen_s += self._decode([token])
             token, seconds = self._sample()
             sample_s += seconds
-        rss = self.process.memory_info().rss
-        return {
-            "prompt_tokens_per_sec": config.prompt_tokens / prompt_s,
-            "generation_tokens_per_sec": config.output_tokens / gen_s,
-            "time_to_first_token_ms": (prompt_s + first_s) * 1000,
-            "total_time_ms": (prompt_s + first_s + gen_s + sample_s) * 1000,
-            "memory_used_mb": (rss - self.baseline_rss) / MB,
-            "peak_rss_mb": _peak_rss(rss) / MB,
-            "sampling_ms_per_token": sample_s / config.output_tokens * 1000,
-        }
+        return _Timed(self.process.memory_info().rss, token, gen_s, sample_s)
+
+    def run(self) -> dict[str, float]:
+        """One iteration: the prompt, then the generation (after it, or from ``depth``)."""
+        prompt = self.prompt()
+        after = prompt.token if self.config.generation_after_prompt else None
+        return _row(self.config, self.baseline_rss, prompt, self.generation(after))
+
+
+@dataclass(frozen=True)
+class _Timed:
+    """One timed phase: the resident set after it, the last pick, the seconds of the decodes
+    and of the picks."""
+
+    rss: int
+    token: int
+    decode_s: float
+    sample_s: float
+
+
+def _row(config: BenchmarkConfig, baseline_rss: int, prompt: _Timed, gen: _Timed) -> dict:
+    """One iteration's measures (:data:`RUN_COLUMNS`) from its two phases."""
+    rss = max(prompt.rss, gen.rss)
+    return {
+        "prompt_tokens_per_sec": config.prompt_tokens / prompt.decode_s,
+        "generation_tokens_per_sec": config.output_tokens / gen.decode_s,
+        "time_to_first_token_ms": (prompt.decode_s + prompt.sample_s) * 1000,
+        "total_time_ms": (prompt.decode_s + prompt.sample_s + gen.decode_s + gen.sample_s) * 1000,
+        "memory_used_mb": (rss - baseline_rss) / MB,
+        "peak_rss_mb": _peak_rss(rss) / MB,
+        "sampling_ms_per_token": gen.sample_s / config.output_tokens * 1000,
+    }
 
 
 def _peak_rss(current: int) -> int:
@@ -373,7 +402,8 @@ def benchmark(
         n_ctx: context to allocate (default: just enough for depth + prompt + output).
         depth: tokens in the KV cache before each timed phase (``llama-bench -d``).
         llama_bench: time generation from the cleared cache (at ``depth``) rather than after
-            the prompt, as llama-bench's ``tg`` test does.
+            the prompt, as llama-bench's ``tg`` test does, and (without ``n_ctx``) each phase
+            in a context of just its tokens, as llama-bench sizes each test's.
 
     Returns:
         A :class:`BenchmarkResult` (``.runs``, ``.summary``, ``.to_dict()``, ``.plot()``).
@@ -399,15 +429,26 @@ def benchmark(
     unload_model()  # the memory baseline must not count a model (ours is reloaded below)
     baseline_rss = psutil.Process().memory_info().rss
     threads = n_threads or default_threads()
-    with use_model(path, n_ctx=context, n_threads=threads, parallel=1) as loaded:
-        runner = _Runner(loaded, config, baseline_rss)
-        psutil.cpu_percent(interval=None)  # start the CPU-usage window
-        if warmup:
-            runner.run()
-        rows = [runner.run() for _ in range(config.iterations)]
+
+    def measured(n_ctx: int, phase: Callable[[_Runner], Any]) -> tuple[list[Any], dict]:
+        """``phase`` run (after a warm-up) ``iterations`` times in a context of ``n_ctx``."""
+        with use_model(path, n_ctx=n_ctx, n_threads=threads, parallel=1) as loaded:
+            runner = _Runner(loaded, config, baseline_rss)
+            psutil.cpu_percent(interval=None)  # start the CPU-usage window
+            if warmup:
+                phase(runner)
+            return [phase(runner) for _ in range(config.iterations)], system_info(loaded)
+
+    if config.generation_after_prompt or config.n_ctx is not None:
+        rows, system = measured(context, _Runner.run)
+    else:  # as llama-bench: each test in a context of its own tokens (attention spans a
+        # context's cells up to the next multiple of 256: a bigger one costs tg ~5% at d256)
+        prompts, system = measured(config.depth + config.prompt_tokens, _Runner.prompt)
+        gens, _ = measured(config.depth + config.output_tokens, _Runner.generation)
+        rows = [_row(config, baseline_rss, p, g) for p, g in zip(prompts, gens, strict=True)]
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     runs.index.name = "iteration"
-    return BenchmarkResult(model_label(model, found), path, config, runs, system_info(loaded))
+    return BenchmarkResult(model_label(model, found), path, config, runs, system)
 
 
 def compare(models: list[str | os.PathLike[str]], **options: Any) -> pd.DataFrame:

@@ -118,3 +118,26 @@ def test_sampling_is_timed_beside_the_decodes(result):
     )
     prompt_ms = SMALL["prompt_tokens"] / runs["prompt_tokens_per_sec"] * 1000
     assert (runs["time_to_first_token_ms"] > prompt_ms).all()  # + the first token's sampling
+
+
+def test_llama_bench_mode_runs_each_test_in_a_context_sized_as_llama_bench_does(
+    tiny_model, monkeypatch
+):
+    from offgrid_nb import bench
+
+    sizes: list[int] = []
+    load = bench.use_model
+
+    def recorded(path, **options):
+        sizes.append(options["n_ctx"])
+        return load(path, **options)
+
+    monkeypatch.setattr(bench, "use_model", recorded)
+    result = benchmark(
+        tiny_model, prompt_tokens=32, output_tokens=8, iterations=2, depth=16, llama_bench=True
+    )
+    assert sizes == [16 + 32, 16 + 8]  # pp32 @ d16, then tg8 @ d16: no cell to spare
+    assert (result.config.prompt_test, result.config.generation_test) == ("pp32 @ d16", "tg8 @ d16")
+    assert len(result.runs) == 2
+    assert (result.runs[["prompt_tokens_per_sec", "generation_tokens_per_sec"]] > 0).all().all()
+    assert (result.runs["time_to_first_token_ms"] < result.runs["total_time_ms"]).all()
