@@ -178,6 +178,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ask(question: str) -> str | None:
+    """The line typed in answer to ``question``; ``None`` when the input ended (Ctrl-D)."""
+    try:
+        return input(question)
+    except EOFError:
+        print()  # end the question's line
+        return None
+
+
 def _menu(options: list[Variant], recommended: Variant, fits: dict[str, str]) -> Variant:
     """A numbered menu on the terminal; Enter takes the recommended variant."""
     from .sizes import format_size
@@ -189,7 +198,13 @@ def _menu(options: list[Variant], recommended: Variant, fits: dict[str, str]) ->
         size = format_size(variant.size)
         print(f"  {i}. {variant.filename}  {variant.quant or '?'}  {size}{fit}{note}")
     while True:
-        answer = input(f"Choose a file [1-{len(options)}, Enter = 1]: ").strip() or "1"
+        answer = _ask(f"Choose a file [1-{len(options)}, Enter = 1]: ")
+        if answer is None:
+            raise InvalidArgumentError(
+                "No file chosen: the input ended",
+                hint="name one with --file or --quant, or take the recommended one with -y",
+            )
+        answer = answer.strip() or "1"
         if answer.isdigit() and 1 <= int(answer) <= len(options):
             return options[int(answer) - 1]
         print(f"Please type a number from 1 to {len(options)}.")
@@ -298,8 +313,8 @@ def _resolve_or_offer(name: str) -> str:
         command = f"offgrid download-hf {entry.repo_id} --file {entry.filename}"
         if not sys.stdin.isatty():
             raise NotFoundError(exc.message, hint=f"get it with: {command}") from None
-        answer = input(f"{name} is not downloaded. Download {entry.repo_id}? [Y/n] ")
-        if answer.strip().lower() not in ("", "y", "yes"):
+        answer = _ask(f"{name} is not downloaded. Download {entry.repo_id}? [Y/n] ")
+        if answer is None or answer.strip().lower() not in ("", "y", "yes"):
             raise NotFoundError(exc.message, hint=f"get it with: {command}") from None
     return str(download(entry.repo_id, entry.filename, progress=ProgressPrinter(sys.stdout)))
 

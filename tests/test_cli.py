@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -167,6 +168,18 @@ def test_download_without_terminal_takes_the_recommended_file(hub, capsys, monke
     code, out, _ = run(capsys, "download-hf", TINY_REPO)
     assert code == 0
     assert out.startswith(f"Downloading {TINY_REPO} / tiny-llama-F32.gguf")
+
+
+def test_input_that_ends_at_the_menu_is_a_clear_error(hub, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # a terminal where Ctrl-D was pressed
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    code, out, err = run(capsys, "download-hf", TINY_REPO)
+    assert code == 1
+    assert "Choose a file" in out
+    assert err.splitlines() == [
+        "error: No file chosen: the input ended",
+        "hint: name one with --file or --quant, or take the recommended one with -y",
+    ]
 
 
 def test_download_errors_are_one_line(hub, capsys):
