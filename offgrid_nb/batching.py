@@ -49,7 +49,7 @@ import numpy as np
 from .config import get_settings
 from .engine import LoadedModel
 from .errors import ContextOverflowError, GenerationError, InvalidArgumentError, ServerBusyError
-from .llama_backend import greedy_token, llama_cpp
+from .llama_backend import greedy_token, llama_cpp, logits_row
 from .structured import grammar_sampler
 
 # llama.cpp's llama_token_data: {llama_token id; float logit; float p}
@@ -145,7 +145,6 @@ class _Slot:
     pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
     next_token: int | None = None  # sampled, to evaluate in the next step
     sampler: Any = None
-    greedy: bool = False  # temperature 0: the sampler's pick is the highest logit (_pick)
     grammar: Any = None  # llama.cpp's grammar sampler, when the job has a grammar
     text: _Text | None = None
     max_tokens: int = 0
@@ -410,7 +409,6 @@ class Scheduler:
         slot.cached, slot.pending = tokens[:keep], tokens[keep:]
         slot.next_token = None
         slot.sampler = _sampler(job.temperature, job.seed)
-        slot.greedy = job.temperature == 0
         slot.grammar = grammar
         slot.text = _Text(stops)
         slot.max_tokens = min(job.max_tokens, self.loaded.n_ctx - len(tokens))
@@ -469,8 +467,9 @@ class Scheduler:
     def _pick(self, slot: _Slot, row: int) -> int:
         """The token ``slot``'s sampler chain picks from the logits at ``row`` (at temperature
         0 the greedy pick, without the chain: its ``accept`` does nothing there)."""
-        ctx = self.loaded.llama.ctx
-        if slot.greedy:
+        ctx, job = self.loaded.llama.ctx, slot.job
+        assert job is not None
+        if job.temperature == 0:
             return greedy_token(ctx, row, self._n_vocab)
         return self._lib.llama_sampler_sample(slot.sampler, ctx, row)
 
@@ -540,8 +539,7 @@ class Scheduler:
         if self._cells is None or len(self._cells) != n_vocab:
             self._cells = np.zeros(n_vocab, dtype=_TOKEN_DATA)
         self._cells["id"] = np.arange(n_vocab, dtype=np.int32)  # the samplers sort in place
-        logits = lib.llama_get_logits_ith(self.loaded.llama.ctx, row)
-        self._cells["logit"] = np.ctypeslib.as_array(logits, shape=(n_vocab,))
+        self._cells["logit"] = logits_row(self.loaded.llama.ctx, row, n_vocab)
         self._cells["logit"][self._markup_tokens()] = -np.inf
         self._cells["p"] = 0.0
         data = self._cells.ctypes.data_as(ctypes.POINTER(lib.llama_token_data))

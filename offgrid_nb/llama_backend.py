@@ -36,14 +36,20 @@ def llama_cpp() -> ModuleType:
         return _state["module"]
 
 
+def logits_row(ctx: Any, row: int, n_vocab: int) -> np.ndarray:
+    """The logits at ``row`` (negative: from the end) of ``ctx``'s last decode, as a numpy view
+    of llama.cpp's buffer (no copy: valid until the next decode)."""
+    logits = llama_cpp().llama_get_logits_ith(ctx, row)
+    return np.ctypeslib.as_array(logits, shape=(n_vocab,))
+
+
 def greedy_token(ctx: Any, row: int, n_vocab: int) -> int:
     """The token llama.cpp's greedy sampler picks from the logits at ``row`` (negative: from the
     end) of ``ctx``'s last decode: the first highest. Read off the row with numpy, without the
     sampler's copy of every logit into a candidate array (262k of them on Gemma 3: 0.11-0.14
     against 0.49-0.53 ms a token in ``offgrid benchmark`` on 2 cores), a cost paid for each
     generated token."""
-    logits = llama_cpp().llama_get_logits_ith(ctx, row)
-    return int(np.argmax(np.ctypeslib.as_array(logits, shape=(n_vocab,))))
+    return int(np.argmax(logits_row(ctx, row, n_vocab)))
 
 
 def recent_log(lines: int = 20) -> list[str]:
